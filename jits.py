@@ -183,6 +183,14 @@ def _epoch(value):
     return _aware(value).timestamp()
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _micros(value):
+    """Return the whole microseconds from the epoch to an aware datetime."""
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
 def _utc(seconds):
     """Return epoch seconds as an aware UTC datetime."""
     return datetime.fromtimestamp(seconds, timezone.utc)
@@ -225,23 +233,23 @@ class Every:
         for what, value in parts.items():
             _check_number(value, "Every(%s=...)" % what)
         period = seconds + 60 * minutes + 3600 * hours + 86400 * (days + 7 * weeks)
-        if period <= 0:
+        # Slots are counted in whole microseconds, the resolution of
+        # datetime, so that float rounding can never yield a slot that is
+        # not strictly after the given time.
+        self._step = round(period * 1_000_000)
+        if self._step <= 0:
             raise ScheduleError(
                 "Every() needs a positive interval, got %r seconds" % (period,)
             )
-        self.period = float(period)
+        self.period = self._step / 1_000_000
         self.anchor = None if anchor is None else _aware(anchor, "anchor")
-        self._anchor = 0.0 if anchor is None else self.anchor.timestamp()
+        self._anchor = 0 if anchor is None else _micros(self.anchor)
 
     def next_after(self, dt):
         """Return the first slot strictly after *dt* (naive: default zone)."""
-        t = _epoch(dt)
-        k = math.floor((t - self._anchor) / self.period) + 1
-        nxt = self._anchor + k * self.period
-        while nxt <= t:  # guard against float rounding at a slot boundary
-            k += 1
-            nxt = self._anchor + k * self.period
-        return _utc(nxt)
+        t = _micros(_aware(dt))
+        k = (t - self._anchor) // self._step + 1
+        return _EPOCH + timedelta(microseconds=self._anchor + k * self._step)
 
     def describe(self):
         text = "every " + _format_seconds(self.period)
@@ -253,13 +261,13 @@ class Every:
         return "Every(seconds=%r)" % (self.period,)
 
     def __eq__(self, other):
-        return isinstance(other, Every) and (self.period, self._anchor) == (
-            other.period,
+        return isinstance(other, Every) and (self._step, self._anchor) == (
+            other._step,
             other._anchor,
         )
 
     def __hash__(self):
-        return hash((Every, self.period, self._anchor))
+        return hash((Every, self._step, self._anchor))
 
 
 def _format_seconds(seconds):
@@ -684,12 +692,15 @@ class _SQLStore:
                 self._create_schema()
                 self._ready = True
 
-    def _create_schema(self):
+    def _schema_statements(self):
         ddl = _VENDOR_DDL[self.vendor]
         statements = [_DDL_JOB.format(**ddl), _DDL_RUN.format(**ddl)]
         if self.vendor != "mysql":
             statements.extend(_DDL_INDEXES)
-        self._execute_ddl(statements)
+        return statements
+
+    def _create_schema(self):
+        self._execute_ddl(self._schema_statements())
 
     def _execute_ddl(self, statements):
         with self._transaction(write=True) as cur:
@@ -737,11 +748,14 @@ class _SQLStore:
             cur.execute(self._sql(_SQL_INSERT_JOB), (job_id, name, None, queue_name,
                                                      priority, args_json, due, due, now))
 
-    def claim(self, names, now, limit, owner, leases, queues=None, only=None):
+    def claim(self, names, now, limit, owner, leases, queues=None, only=None,
+              probe=True):
         """Atomically claim up to *limit* due rows of the tasks in *names*.
 
         *leases* maps a task name to its lease in seconds.  Returns a list
         of Claim.  Rows another worker took first are skipped, not waited on.
+        ``probe=False`` skips the read-only look for due rows, for callers
+        that just claimed a full batch and so expect more.
         """
         if not names or limit <= 0:
             return []
@@ -757,11 +771,12 @@ class _SQLStore:
             params.append(only)
         # Reading first, outside any write transaction, keeps the common
         # case (nothing due) from ever taking SQLite's write lock.
-        probe = _SQL_ANY_DUE.format(names=marks, queues=queue_sql + only_sql)
-        with self._use(write=False) as cur:
-            cur.execute(self._sql(probe), params)
-            if cur.fetchone() is None:
-                return []
+        if probe:
+            sql = _SQL_ANY_DUE.format(names=marks, queues=queue_sql + only_sql)
+            with self._use(write=False) as cur:
+                cur.execute(self._sql(sql), params)
+                if cur.fetchone() is None:
+                    return []
         select = _SQL_DUE.format(names=marks, queues=queue_sql, only=only_sql,
                                  lock=self._lock_clause())
         update = self._sql(_SQL_CLAIM)
@@ -841,9 +856,6 @@ class _SQLStore:
             cur.execute(self._sql(sql + " ORDER BY started, finished"), params)
             return [dict(zip(fields, row)) for row in cur.fetchall()]
 
-    def after_background_use(self):
-        """Called after store use in a jits thread (not a request's)."""
-
 
 class SQLiteStore(_SQLStore):
     """The standalone store: one sqlite3 file shared by all local processes.
@@ -894,8 +906,10 @@ class SQLiteStore(_SQLStore):
             logger.warning("jits store file %s was deleted or replaced; reopening it",
                            self.path)
             conn.close()
-            conn = None
-            self._schema_lost()
+            conn = local.conn = self._connect()
+            local.inode = os.stat(self.path).st_ino
+            for statement in self._schema_statements():
+                conn.execute(statement)
         if conn is None:
             conn = local.conn = self._connect()
             local.inode = os.stat(self.path).st_ino
@@ -1010,11 +1024,6 @@ class DjangoStore(_SQLStore):
                     # busy timeout, rather than failing at a later upgrade.
                     cur.execute("UPDATE jits_job SET claim = claim WHERE 1 = 0")
                 yield cur
-
-    def after_background_use(self):
-        from django.db import connections
-
-        connections[self.alias].close_if_unusable_or_obsolete()
 
 
 # ---------------------------------------------------------------------------
@@ -1264,7 +1273,13 @@ class Scheduler:
         grace = self.grace if grace is None else grace
         self._stopping = True
         self._wake_poller.set()
-        pending = self._pool.close() if self._pool is not None else []
+        # Let a poll that is claiming finish, so no claim it makes is lost.
+        polling = self._poll_lock.acquire(timeout=grace)
+        try:
+            pending = self._pool.close() if self._pool is not None else []
+        finally:
+            if polling:
+                self._poll_lock.release()
         for claim in pending:
             self._untrack(claim)
             self._give_back(claim)
@@ -1299,7 +1314,7 @@ class Scheduler:
         # can take the rest of a backlog while this one is busy.
         while not self._stopping:
             claims = self.store.claim(names, self._now(), 1, self.owner, self._leases,
-                                      self.queues)
+                                      self.queues, probe=not started)
             if not claims:
                 break
             self._execute(claims[0])
@@ -1314,11 +1329,16 @@ class Scheduler:
                 self._backlog = True
                 break
             claims = self.store.claim(names, self._now(), free, self.owner, self._leases,
-                                      self.queues)
+                                      self.queues, probe=not self._backlog)
             for claim in claims:
-                if self._track(claim):
+                if not self._track(claim):
+                    continue
+                try:
                     self._pool.submit(claim)
                     started += 1
+                except RuntimeError:  # shutting down: let another process run it
+                    self._untrack(claim)
+                    self._give_back(claim)
             if len(claims) < free:
                 self._backlog = False
                 break
@@ -1481,8 +1501,10 @@ class Scheduler:
         try:
             self._execute(claim)
         finally:
-            _close_django_connections()
-            self.store.after_background_use()
+            # Close connections as a request's end would, but keep them
+            # through a backlog: reconnecting for every job would cost more
+            # than the jobs themselves.
+            _release_django_connections(keep=self._backlog)
 
     def _after_run(self):
         if self._backlog and not self._stopping:
@@ -1496,10 +1518,7 @@ class Scheduler:
                 return
             with self._poll_lock:
                 self._poll_locked()
-            try:
-                self.store.after_background_use()
-            except Exception:  # pragma: no cover - closing a broken connection
-                logger.debug("closing the store connection failed", exc_info=True)
+            _release_django_connections(keep=self._backlog)
 
     def _start_keeper(self):
         self._wake_keeper.set()
@@ -1538,10 +1557,7 @@ class Scheduler:
                     claim.renew_at = now + min(1.0, claim.lease / 6.0)
                     self._log_error("jits could not renew the lease of job %s",
                                     claim.id, exc)
-            try:
-                self.store.after_background_use()
-            except Exception:  # pragma: no cover
-                logger.debug("closing the store connection failed", exc_info=True)
+            _release_django_connections()
 
 
 _live_schedulers = weakref.WeakSet()
@@ -1565,12 +1581,27 @@ def _lookup(name):
         ) from None
 
 
-def _close_django_connections():
-    """In a jits thread, close Django connections the way a request's end does."""
-    if "django.db" in sys.modules and _django_configured():
-        from django.db import close_old_connections
+def _release_django_connections(keep=False):
+    """In a jits thread, close Django's connections as a request's end would.
 
-        close_old_connections()
+    With *keep* (a backlog is being worked off) only broken connections are
+    closed: reconnecting for every job would cost more than the jobs.
+    """
+    if "django.db" not in sys.modules or not _django_configured():
+        return
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        try:
+            if not keep:
+                conn.close_if_unusable_or_obsolete()
+            elif conn.connection is not None and conn.errors_occurred:
+                if conn.is_usable():
+                    conn.errors_occurred = False
+                else:
+                    conn.close()
+        except Exception:  # a connection that cannot even close is gone anyway
+            logger.debug("closing a Django connection failed", exc_info=True)
 
 
 # ---------------------------------------------------------------------------
