@@ -18,6 +18,12 @@ setup(
     license="MIT",
     py_modules=["jits"],
     python_requires=">=3.9",
+    # Test-only dependencies: jits itself needs nothing but the standard
+    # library.  mysqlclient builds against the MariaDB client headers.
+    extras_require={
+        "test": ["django>=4.2", "psycopg[binary]>=3.1", "mysqlclient>=2.1",
+                 "gunicorn>=21", "pytest>=7"],
+    },
     classifiers=[
         "Framework :: Django",
         "Framework :: Django :: 4.2",
