@@ -29,7 +29,6 @@ setup(
         "Framework :: Django :: 4.2",
         "Framework :: Django :: 5.2",
         "Framework :: Django :: 6.0",
-        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
     ],
 )
