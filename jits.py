@@ -107,6 +107,10 @@ DEFAULT_SQLITE_PATH = "jits.sqlite3"
 UNKNOWN_CHECK_INTERVAL = 60.0
 #: How long shutdown waits for running tasks before giving their claims back.
 DEFAULT_GRACE = 10.0
+#: In blocking mode, a poll starts no new run after this many seconds, so a
+#: backlog cannot hold one request for long (the rest is left for later
+#: polls and other processes).  None: no limit.
+DEFAULT_BUDGET = 2.0
 
 _ERR_JSON = (
     "{where} is {kind}, which JSON cannot hold (allowed: None, bool, int, "
@@ -1146,13 +1150,15 @@ class Scheduler:
     In threaded mode ``maybe_poll()`` only wakes the background poller and
     returns 0, so the caller never waits on the store or on tasks.
 
-    ``clock`` (monotonic, for the throttle) and ``now`` (epoch seconds, for
-    schedules) can be replaced, for tests.
+    In blocking mode a poll starts no new run once it has taken ``budget``
+    seconds (None: no limit).  ``grace`` is how long shutdown waits for
+    running tasks.  ``clock`` (monotonic, for the throttle) and ``now``
+    (epoch seconds, for schedules) can be replaced, for tests.
     """
 
     def __init__(self, store=None, threaded=False, num_threads=DEFAULT_NUM_THREADS,
                  min_interval=5.0, *, queues=None, grace=DEFAULT_GRACE,
-                 clock=time.monotonic, now=time.time):
+                 budget=DEFAULT_BUDGET, clock=time.monotonic, now=time.time):
         if not isinstance(threaded, bool):
             raise TypeError("threaded must be True or False, got %r" % (threaded,))
         if isinstance(num_threads, bool) or not isinstance(num_threads, int):
@@ -1161,6 +1167,7 @@ class Scheduler:
             raise ValueError("num_threads must be an int >= 1, got %r" % (num_threads,))
         self.min_interval = _check_number(min_interval, "min_interval")
         self.grace = _check_number(grace, "grace")
+        self.budget = None if budget is None else _check_number(budget, "budget")
         self.store = store if store is not None else _default_store()
         self.threaded = threaded
         self.num_threads = num_threads
@@ -1310,9 +1317,10 @@ class Scheduler:
         if self.threaded:
             return self._dispatch(names)
         started = 0
+        deadline = math.inf if self.budget is None else self._clock() + self.budget
         # Blocking mode claims one row at a time, so that other processes
         # can take the rest of a backlog while this one is busy.
-        while not self._stopping:
+        while not self._stopping and self._clock() < deadline:
             claims = self.store.claim(names, self._now(), 1, self.owner, self._leases,
                                       self.queues, probe=not started)
             if not claims:

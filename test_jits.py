@@ -841,6 +841,19 @@ class SchedulerTests(RegistryMixin, unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "min_interval must be a number >= 0"):
             jits.Scheduler(store, min_interval=-1)
 
+    def test_blocking_poll_stops_starting_runs_after_its_budget(self):
+        s, clock = self.memory_scheduler(budget=1.0)
+
+        @jits.task(name="t.tenth")
+        def tenth():
+            clock.advance(0.3)  # each run takes 0.3 s of the fake clock
+
+        for _ in range(10):
+            s.enqueue(tenth, None, (), {})
+        self.assertEqual(s.poll(), 4)  # started at 0, 0.3, 0.6 and 0.9 s
+        self.assertEqual(s.poll(), 4)
+        self.assertEqual(s.poll(), 2)
+
     def test_run_now(self):
         @jits.task(name="t.manual")
         def manual():
