@@ -64,6 +64,7 @@ __all__ = [
 import argparse
 import asyncio
 import atexit
+import calendar
 import contextlib
 import functools
 import importlib.machinery
@@ -82,12 +83,8 @@ import traceback
 import types
 import uuid
 import weakref
-from datetime import datetime, timedelta, timezone
-
-try:
-    import zoneinfo
-except ImportError:  # pragma: no cover - Python 3.9+ ships it; kept for clarity
-    zoneinfo = None
+import zoneinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 
 logger = logging.getLogger("jits")
 
@@ -146,27 +143,10 @@ def _default_timezone():
     if "django.conf" in sys.modules:
         from django.conf import settings
 
-        if settings.configured and getattr(settings, "TIME_ZONE", None):
-            return _zone(settings.TIME_ZONE)
+        name = getattr(settings, "TIME_ZONE", None) if settings.configured else None
+        if name and name.upper() != "UTC":
+            return _resolve_zone(name)
     return timezone.utc
-
-
-def _zone(name):
-    """Return the tzinfo for *name* (a zone name or a tzinfo)."""
-    if name is None:
-        return _default_timezone()
-    if not isinstance(name, str):
-        if hasattr(name, "utcoffset"):
-            return name
-        raise TypeError("timezone must be a zone name or a tzinfo, got %r" % (name,))
-    if name.upper() == "UTC":
-        return timezone.utc
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError(
-            "unknown time zone %r (use an IANA name such as 'Europe/Berlin')" % name
-        ) from None
 
 
 def _aware(value, what="datetime"):
@@ -305,11 +285,634 @@ class At:
         return "At(%r)" % (self.when,)
 
 
-class Cron:
-    """A cron schedule; the full implementation follows in its own section."""
+# ---------------------------------------------------------------------------
+# Cron schedules
+#
+# This section owns the cron language and the search for the next fire time.
+# ---------------------------------------------------------------------------
 
-    def __init__(self, expression, timezone=None):  # pragma: no cover - replaced
-        raise ScheduleError("cron schedules are not available in this build")
+CRON_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    # Debian marks @hourly's hour field as a wildcard, so it counts as a
+    # wildcard job for the DST rules, exactly like "0 * * * *".
+    "@hourly": "0 * * * *",
+}
+
+_MONTH_NAMES = {
+    name: number
+    for number, name in enumerate(
+        "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(), 1
+    )
+}
+_DAY_NAMES = {
+    name: number for number, name in enumerate("SUN MON TUE WED THU FRI SAT".split())
+}
+
+_MINUTE, _HOUR, _DOM, _MONTH, _DOW = range(5)
+# (name, lowest, highest, names accepted in place of numbers)
+_FIELDS = (
+    ("minute", 0, 59, None),
+    ("hour", 0, 23, None),
+    ("day-of-month", 1, 31, None),
+    ("month", 1, 12, _MONTH_NAMES),
+    ("day-of-week", 0, 7, _DAY_NAMES),
+)
+
+_ERR_FIELD = '{field} field: {detail} in "{expression}"'
+_ERR_COUNT = (
+    "expected 5 fields (minute hour day-of-month month day-of-week) or a "
+    'macro such as @daily, got {count} in "{expression}"'
+)
+
+# A search that finds nothing in this many years is a bug: every accepted
+# expression fires at least once per 400-year Gregorian cycle.
+_MAX_SEARCH_YEARS = 401
+
+# In the tz database since 1900 no fold is longer than 23 hours (Kwajalein,
+# 1969) and no two offset changes are closer than four days.  So one probe a
+# day ahead sees any fold that can repeat wall times the search has passed,
+# and a pair of changes cannot cancel out between the two probes.
+_FOLD_WINDOW = timedelta(days=1)
+
+# Zones that never change their offset: they take the fast path.
+_FIXED_ZONE_KEYS = frozenset(
+    "UTC UCT GMT GMT0 GMT+0 GMT-0 Greenwich Universal Zulu".split()
+)
+
+_MONTH_LENGTHS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_ONE_MINUTE = timedelta(minutes=1)
+_ONE_SECOND = timedelta(seconds=1)
+
+
+def _field_error(index, detail, expression):
+    return ScheduleError(
+        _ERR_FIELD.format(
+            field=_FIELDS[index][0], detail=detail, expression=expression
+        )
+    )
+
+
+def _allowed(index):
+    """Describe what a field accepts, for error messages."""
+    low, high = _FIELDS[index][1:3]
+    text = "numbers %d-%d" % (low, high)
+    if index == _MONTH:
+        text += " or names JAN-DEC"
+    elif index == _DOM:
+        text += ", L, LW or nW"
+    elif index == _DOW:
+        text += " (0 and 7 are Sunday), names SUN-SAT, nL or n#k"
+    return text
+
+
+def _parse_value(token, index, expression):
+    """Return the number that *token* stands for in field *index*."""
+    low, high, names = _FIELDS[index][1:]
+    if token.isascii() and token.isdigit():
+        value = int(token)
+    elif names is not None and token.upper() in names:
+        value = names[token.upper()]
+    elif not token:
+        raise _field_error(
+            index, "a number is missing; expected %s" % _allowed(index), expression
+        )
+    else:
+        detail = "%s is not valid; expected %s" % (token, _allowed(index))
+        if index not in (_DOM, _DOW) and any(c in token.upper() for c in "LW#?"):
+            detail += " (L, W, # and ? belong to the day fields)"
+        raise _field_error(index, detail, expression)
+    if not low <= value <= high:
+        raise _field_error(
+            index,
+            "%s is out of range %d-%d" % (token, low, high),
+            expression,
+        )
+    return value
+
+
+def _parse_special(item, index, expression):
+    """Parse the L, W and # forms of the day fields, else return None."""
+    upper = item.upper()
+    if index == _DOM:
+        if upper == "L":
+            return ("last",)
+        if upper == "LW":
+            return ("last-weekday",)
+        if upper.endswith("W"):
+            if upper == "W":
+                raise _field_error(
+                    index, "W needs a day before it (e.g. 15W)", expression
+                )
+            day = _parse_value(upper[:-1], index, expression)
+            return ("nearest-weekday", day)
+        return None
+    if "#" in upper:
+        day, _, nth = upper.partition("#")
+        weekday = _parse_value(day, index, expression) % 7
+        if not (nth.isascii() and nth.isdigit() and 1 <= int(nth) <= 5):
+            raise _field_error(
+                index,
+                "%s needs an occurrence 1-5 after # (e.g. 5#2 or FRI#2)" % item,
+                expression,
+            )
+        return ("nth", weekday, int(nth))
+    if upper.endswith("L"):
+        if upper == "L":
+            raise _field_error(
+                index,
+                "L needs a weekday before it (e.g. 5L or FRIL)",
+                expression,
+            )
+        weekday = _parse_value(upper[:-1], index, expression) % 7
+        return ("last-of", weekday)
+    return None
+
+
+def _parse_field(text, index, expression):
+    """Return (values, specials) for one field's text."""
+    low, high = _FIELDS[index][1:3]
+    values = set()
+    specials = []
+    for item in text.split(","):
+        if not item:
+            raise _field_error(
+                index,
+                "%s has an empty list item (stray comma); expected %s "
+                "separated by single commas" % (text, _allowed(index)),
+                expression,
+            )
+        if item.startswith("?"):
+            if index not in (_DOM, _DOW):
+                raise _field_error(
+                    index,
+                    "? is only allowed in the day-of-month and day-of-week fields",
+                    expression,
+                )
+            item = "*" + item[1:]
+        if index in (_DOM, _DOW):
+            special = _parse_special(item, index, expression)
+            if special is not None:
+                specials.append(special)
+                continue
+        base, slash, step_text = item.partition("/")
+        step = 1
+        if slash:
+            if not (step_text.isascii() and step_text.isdigit()):
+                raise _field_error(
+                    index,
+                    "step %r in %s is not a whole number 1 or more" % (step_text, item),
+                    expression,
+                )
+            step = int(step_text)
+            if step == 0:
+                raise _field_error(
+                    index, "step 0 in %s must be 1 or more" % item, expression
+                )
+        if base == "*":
+            start, end = low, high
+        elif "-" in base:
+            first, _, last = base.partition("-")
+            start = _parse_value(first, index, expression)
+            end = _parse_value(last, index, expression)
+            # "MON-SUN" and "FRI-SUN" read naturally; let SUN close a range.
+            if index == _DOW and end == 0 < start and not last.isdigit():
+                end = 7
+            if start > end:
+                raise _field_error(
+                    index,
+                    "range %s is reversed; write the smaller value first" % base,
+                    expression,
+                )
+        else:
+            start = _parse_value(base, index, expression)
+            # "a/n" runs from a to the end of the field; in the day-of-week
+            # field that is 7, Sunday again, just as for "*/n".
+            end = high if slash else start
+        values.update(range(start, end + 1, step))
+    if index == _DOW and 7 in values:
+        values.discard(7)
+        values.add(0)
+    return values, specials
+
+
+def _split_expression(expression):
+    """Expand a macro and return the five field texts."""
+    text = expression.strip()
+    if not text:
+        raise ScheduleError(
+            "cron expression is empty; expected 5 fields or a macro such as @daily"
+        )
+    if text.startswith("@"):
+        key = text.lower()
+        if key not in CRON_MACROS:
+            raise ScheduleError(
+                'unknown macro %s in "%s"; allowed: %s'
+                % (text, expression, ", ".join(CRON_MACROS))
+            )
+        text = CRON_MACROS[key]
+    fields = text.split()
+    if len(fields) != 5:
+        raise ScheduleError(_ERR_COUNT.format(count=len(fields), expression=expression))
+    return fields
+
+
+def _next_table(allowed, size):
+    """Map each index to the first allowed value at or after it, else -1."""
+    table = [-1] * (size + 1)
+    following = -1
+    for value in range(size, -1, -1):
+        if value in allowed:
+            following = value
+        table[value] = following
+    return table
+
+
+def _resolve_zone(zone):
+    if zone is None:
+        zone = _default_timezone()
+    if isinstance(zone, str):
+        try:
+            return zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            raise ScheduleError(
+                "unknown time zone %r; expected an IANA name such as "
+                "'Europe/Berlin' or 'UTC'" % zone
+            ) from None
+    if isinstance(zone, tzinfo):
+        return zone
+    raise TypeError(
+        "timezone must be None, a zone name or a tzinfo, not %s" % type(zone).__name__
+    )
+
+
+def _zone_key(zone):
+    """Return a stable name for *zone*, used for equality and listings."""
+    if isinstance(zone, timezone):
+        offset = zone.utcoffset(None)
+        if not offset:
+            return "UTC"
+        sign = "-" if offset < timedelta(0) else "+"
+        minutes = abs(offset) // _ONE_MINUTE
+        return "UTC%s%02d:%02d" % (sign, minutes // 60, minutes % 60)
+    key = getattr(zone, "key", None) or getattr(zone, "zone", None)
+    return key if isinstance(key, str) else repr(zone)
+
+
+def _fixed_offset(zone, key):
+    """Return the zone's offset if it never changes, else None."""
+    if isinstance(zone, timezone):
+        return zone.utcoffset(None)
+    if isinstance(zone, zoneinfo.ZoneInfo) and (
+        key in _FIXED_ZONE_KEYS or key.startswith("Etc/")
+    ):
+        return zone.utcoffset(datetime(2000, 1, 1))
+    return None
+
+
+class Cron:
+    """A cron schedule evaluated in one time zone.
+
+    *expression* has five fields (minute, hour, day of month, month, day of
+    week) or is a macro such as ``@daily``.  *timezone* is None (the default
+    zone), an IANA zone name or a tzinfo.  Invalid input raises
+    ``ScheduleError``, a ``ValueError``, naming the field, the token and what
+    is allowed; so does an expression that can never fire.
+
+    Daylight-saving changes follow Debian's cron daemon.  A job whose minute
+    or hour field starts with ``*`` is a wildcard job; any other job is a
+    fixed-time job.  When clocks spring forward, a fixed-time job fires once
+    at the first instant after the change for the times it had in the
+    skipped interval, and a wildcard job skips them.  When clocks fall back,
+    a fixed-time job fires in the first pass of the repeated interval only,
+    and a wildcard job fires in both.
+
+    Limits: the search assumes, as holds for the tz database since 1900,
+    that a zone's offset changes at most once in four days and that no
+    fold lasts a day or more.  Rule 1 applies to skipped intervals of any
+    length, where Debian's daemon only catches up on shorter jumps.
+    """
+
+    def __init__(self, expression, timezone=None):
+        if not isinstance(expression, str):
+            raise TypeError(
+                "cron expression must be a str, not %s" % type(expression).__name__
+            )
+        self.expression = expression
+        self.timezone = _resolve_zone(timezone)
+        self._key = _zone_key(self.timezone)
+        self._offset = _fixed_offset(self.timezone, self._key)
+
+        texts = _split_expression(expression)
+        parsed = [_parse_field(text, i, expression) for i, text in enumerate(texts)]
+        # Debian sorts jobs on the text, not the values: "0-59 * ..." is
+        # fixed-time, "*/1 2 ..." is a wildcard job.
+        self._wildcard = texts[_MINUTE][0] == "*" or texts[_HOUR][0] == "*"
+        # Debian ANDs the day fields when either one starts with "*" (even
+        # "*/2") and ORs them when both are restricted.
+        day_star = [texts[i][0] in "*?" for i in (_DOM, _DOW)]
+        self._days_and = day_star[0] or day_star[1]
+
+        self._dom_values = frozenset(parsed[_DOM][0])
+        self._dom_specials = tuple(parsed[_DOM][1])
+        self._dow_values = frozenset(parsed[_DOW][0])
+        self._dow_specials = tuple(parsed[_DOW][1])
+        months = parsed[_MONTH][0]
+        self._next_minute = _next_table(parsed[_MINUTE][0], 60)
+        self._next_hour = _next_table(parsed[_HOUR][0], 24)
+        self._next_month = _next_table(months, 13)
+        self._first_month = min(months)
+        # Both caches only ever receive values computed from the fields
+        # above, so threads sharing a Cron can at worst build a table twice.
+        self._day_tables = {}
+        self._shape_tables = {}
+
+        if not self._can_fire(months):
+            raise ScheduleError(
+                "day-of-month field: %s with day-of-week %s matches no day of "
+                'month %s, so the expression can never fire in "%s"'
+                % (texts[_DOM], texts[_DOW], texts[_MONTH], expression)
+            )
+
+    def __repr__(self):
+        return "Cron(%r, timezone=%r)" % (self.expression, self._key)
+
+    def __eq__(self, other):
+        if not isinstance(other, Cron):
+            return NotImplemented
+        return (self.expression, self._key) == (other.expression, other._key)
+
+    def __hash__(self):
+        return hash((self.expression, self._key))
+
+    def describe(self):
+        """Return a one-line description for task listings."""
+        return 'cron "%s" %s' % (self.expression, self._key)
+
+    def next_after(self, dt):
+        """Return the first fire time strictly after *dt*.
+
+        The result is an aware datetime in the schedule's zone.  A naive
+        *dt* is read as wall time in that zone.
+        """
+        if not isinstance(dt, datetime):
+            raise TypeError("next_after() needs a datetime, not %s" % type(dt).__name__)
+        zone = self.timezone
+        if self._offset is None:
+            return self._next_zoned(dt)
+        if dt.tzinfo is not None and dt.tzinfo is not zone:
+            dt = dt.astimezone(zone)
+        # Starting at minute + 1 makes the result strictly later; the
+        # search rolls 60 minutes over into the next hour by itself.
+        year, month, day, hour, minute = self._next_wall(
+            dt.year, dt.month, dt.day, dt.hour, dt.minute + 1
+        )
+        return datetime(year, month, day, hour, minute, 0, 0, zone)
+
+    # -- calendar search ----------------------------------------------------
+
+    def _days_of(self, first_dow, length):
+        """Return the matching days of a month, sorted.
+
+        A month's matching days depend only on its length and on the cron
+        weekday (Sunday is 0) of its 1st.
+        """
+        dom_days = {day for day in self._dom_values if day <= length}
+        for special in self._dom_specials:
+            kind = special[0]
+            if kind == "last":
+                dom_days.add(length)
+            elif kind == "last-weekday":
+                day = length
+                while (first_dow + day - 1) % 7 in (0, 6):
+                    day -= 1
+                dom_days.add(day)
+            else:
+                day = special[1]
+                # W never crosses into another month: a day the month
+                # lacks matches nothing, and Saturday the 1st moves to
+                # Monday the 3rd, Sunday the last to Friday.
+                if day > length:
+                    continue
+                dow = (first_dow + day - 1) % 7
+                if dow == 6:
+                    day = day - 1 if day > 1 else day + 2
+                elif dow == 0:
+                    day = day + 1 if day < length else day - 2
+                dom_days.add(day)
+        dow_days = {
+            day
+            for day in range(1, length + 1)
+            if (first_dow + day - 1) % 7 in self._dow_values
+        }
+        for special in self._dow_specials:
+            offset = (special[1] - first_dow) % 7
+            if special[0] == "last-of":
+                dow_days.add(offset + 1 + (length - offset - 1) // 7 * 7)
+            else:
+                day = offset + 1 + (special[2] - 1) * 7
+                if day <= length:
+                    dow_days.add(day)
+        if self._days_and:
+            return sorted(dom_days & dow_days)
+        return sorted(dom_days | dow_days)
+
+    def _can_fire(self, months):
+        # Every month starts on every weekday somewhere in the 400-year
+        # Gregorian cycle, and February does so in leap years too.
+        return any(
+            self._days_of(first_dow, length)
+            for month in months
+            for length in ((28, 29) if month == 2 else (_MONTH_LENGTHS[month],))
+            for first_dow in range(7)
+        )
+
+    def _day_table(self, year, month):
+        """Return the next-matching-day table of a month, and cache it."""
+        length = _MONTH_LENGTHS[month]
+        if month == 2 and calendar.isleap(year):
+            length = 29
+        # Day 1 of year 1 has ordinal 1 and was a Monday, cron weekday 1.
+        shape = length * 8 + date(year, month, 1).toordinal() % 7
+        table = self._shape_tables.get(shape)
+        if table is None:
+            table = _next_table(set(self._days_of(shape % 8, length)), 32)
+            self._shape_tables[shape] = table
+        if len(self._day_tables) > 4096:
+            self._day_tables.clear()
+        self._day_tables[year * 16 + month] = table
+        return table
+
+    def _next_wall(self, year, month, day, hour, minute):
+        """Return the first matching wall time at or after the given one.
+
+        Fields may overflow by one (minute 60, hour 24, day 32, month 13):
+        each lookup table maps the overflow to -1, which moves the search
+        on to the next hour, day, month or year.
+        """
+        next_minute = self._next_minute
+        next_hour = self._next_hour
+        next_month = self._next_month
+        tables = self._day_tables
+        last_year = min(year + _MAX_SEARCH_YEARS, 9999)
+        while True:
+            found = next_month[month]
+            if found != month:
+                if found < 0:
+                    year += 1
+                    if year > last_year:
+                        raise OverflowError(
+                            'no fire time for "%s" before year %d'
+                            % (self.expression, last_year + 1)
+                        )
+                    found = self._first_month
+                month = found
+                day = 1
+                hour = minute = 0
+            table = tables.get(year * 16 + month) or self._day_table(year, month)
+            while True:
+                found = table[day]
+                if found < 0:
+                    break
+                if found != day:
+                    day = found
+                    hour = minute = 0
+                found = next_hour[hour]
+                if found < 0:
+                    day += 1
+                    hour = minute = 0
+                    continue
+                if found != hour:
+                    hour = found
+                    minute = 0
+                found = next_minute[minute]
+                if found < 0:
+                    hour += 1
+                    minute = 0
+                    continue
+                return year, month, day, hour, found
+            month += 1
+            day = 1
+            hour = minute = 0
+
+    # -- time zones and daylight saving -------------------------------------
+
+    def _next_zoned(self, dt):
+        zone = self.timezone
+        # All instants below are naive UTC: aware datetimes that share a
+        # tzinfo compare by wall time and would ignore fold.
+        if dt.tzinfo is None:
+            start = dt - zone.utcoffset(dt)
+        else:
+            start = dt.replace(tzinfo=None) - dt.utcoffset()
+        local = zone.fromutc(start.replace(tzinfo=zone))
+        wall = self._next_wall(
+            local.year, local.month, local.day, local.hour, local.minute + 1
+        )
+        if self._wildcard:
+            return self._next_wildcard(start, local, wall)
+        return self._next_fixed(start, wall)
+
+    def _next_fixed(self, start, wall):
+        zone = self.timezone
+        while True:
+            naive = datetime(*wall)
+            # The offsets of the two folds tell the cases apart: equal for an
+            # ordinary time, early > late for a repeated one, early < late
+            # for one skipped by the clocks springing forward.
+            early = zone.utcoffset(naive)
+            late = zone.utcoffset(naive.replace(fold=1))
+            if early == late:
+                if naive - early > start:
+                    return naive.replace(tzinfo=zone)
+            elif early > late:
+                # Rule 3: a repeated wall time fires in the first pass only,
+                # so when the search starts in the second pass the rest of
+                # the repeated interval is skipped, one match at a time.
+                if naive - early > start:
+                    return naive.replace(tzinfo=zone)
+            else:
+                # Rule 1: a time skipped by the clocks springing forward
+                # fires once, at the first instant after the change.
+                change = self._change_between(naive - late, naive - early)
+                if change > start:
+                    return zone.fromutc(change.replace(tzinfo=zone))
+            wall = self._next_wall(
+                wall[0], wall[1], wall[2], wall[3], wall[4] + 1
+            )
+
+    def _next_wildcard(self, start, local, wall):
+        zone = self.timezone
+        while True:
+            naive = datetime(*wall)
+            early = zone.utcoffset(naive)
+            late = zone.utcoffset(naive.replace(fold=1))
+            # Rule 2: a skipped wall time (early < late) does not exist and
+            # never fires.  Rule 4: a repeated one fires in both passes.
+            if early >= late and naive - early > start:
+                result, offset = naive.replace(tzinfo=zone), early
+                break
+            if early > late and naive - late > start:
+                result, offset = naive.replace(tzinfo=zone, fold=1), late
+                break
+            wall = self._next_wall(
+                wall[0], wall[1], wall[2], wall[3], wall[4] + 1
+            )
+        instant = naive - offset
+        # If clocks fall back before the result, the second pass repeats
+        # wall times the search has already passed, and one of those may
+        # come first.
+        before = zone.utcoffset(local)
+        if offset == before and instant - start <= _FOLD_WINDOW:
+            return result
+        reach = min(instant, start + _FOLD_WINDOW)
+        if self._offset_at(reach) == before:
+            return result
+        change = self._change_between(start, reach)
+        after = self._offset_at(change)
+        if after >= before or change >= instant:
+            return result
+        repeat_from = change + after
+        repeat_to = change + before
+        if repeat_from.second or repeat_from.microsecond:
+            repeat_from = repeat_from.replace(second=0, microsecond=0) + _ONE_MINUTE
+        wall = self._next_wall(
+            repeat_from.year,
+            repeat_from.month,
+            repeat_from.day,
+            repeat_from.hour,
+            repeat_from.minute,
+        )
+        naive = datetime(*wall)
+        if naive < repeat_to and naive - after < instant:
+            return naive.replace(tzinfo=zone, fold=1)
+        return result
+
+    def _offset_at(self, instant):
+        zone = self.timezone
+        return zone.fromutc(instant.replace(tzinfo=zone)).utcoffset()
+
+    def _change_between(self, low, high):
+        """Return the first instant in (low, high] with a new UTC offset.
+
+        Both ends are naive UTC and the offset at *high* must differ from
+        the offset at *low*.  The tz database changes offsets on whole
+        seconds, so a bisection over seconds finds the change exactly.
+        """
+        low = low.replace(microsecond=0)
+        before = self._offset_at(low)
+        lo, hi = 0, -((low - high) // _ONE_SECOND)
+        while hi - lo > 1:
+            middle = (lo + hi) // 2
+            if self._offset_at(low + middle * _ONE_SECOND) == before:
+                lo = middle
+            else:
+                hi = middle
+        return low + hi * _ONE_SECOND
 
 
 # ---------------------------------------------------------------------------

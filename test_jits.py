@@ -8,11 +8,13 @@ failures.
 """
 
 import asyncio
+import calendar
 import contextlib
 import glob
 import json
 import logging
 import os
+import random
 import shutil
 import socket
 import sqlite3
@@ -23,12 +25,15 @@ import textwrap
 import threading
 import time
 import unittest
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from unittest import mock
+from zoneinfo import ZoneInfo
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import jits  # noqa: E402
+from jits import Cron, ScheduleError  # noqa: E402
 
 try:
     import django
@@ -294,6 +299,1038 @@ class AtTests(unittest.TestCase):
 
 
 # ---------------------------------------------------------------------------
+# Cron schedules: parsing, search, daylight saving, and a brute-force reference
+# ---------------------------------------------------------------------------
+
+UTC = timezone.utc
+ONE_MINUTE = timedelta(minutes=1)
+MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
+DAYS = "SUN MON TUE WED THU FRI SAT".split()
+
+
+def _utc(text):
+    """Parse an ISO time; without an offset it is UTC."""
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _chain(cron, start, count):
+    """Return *count* successive fire times, each one the next start."""
+    times = []
+    for _ in range(count):
+        start = cron.next_after(start)
+        times.append(start)
+    return times
+
+
+class CronParseTests(unittest.TestCase):
+    VALID = [
+        "* * * * *",
+        "*/5 * * * *",
+        "0 0 * * *",
+        "5/15 * * * *",
+        "0-59/7 */3 * * *",
+        "1,2,3,59 0,23 * * *",
+        "05 09 01 01 00",
+        "0 0 L * *",
+        "0 0 LW * *",
+        "0 0 l * *",
+        "0 0 lw * *",
+        "0 0 15W * *",
+        "0 0 1w * *",
+        "0 0 L,15,1W * *",
+        "0 0 * * 5L",
+        "0 0 * * FRIL",
+        "0 0 * * fril",
+        "0 0 * * 7L",
+        "0 0 * * 1#1",
+        "0 0 * * MON#5",
+        "0 0 * * 1#2,5L",
+        "0 0 ? * MON",
+        "0 0 1 * ?",
+        "0 0 ?/2 * *",
+        "0 0 * JAN-MAR/2 *",
+        "0 0 * * MON-FRI",
+        "0 0 * * mon-sun",
+        "0 0 * * FRI-SUN",
+        "0 0 * * 0-7",
+        "0 0 * * */2",
+        "0 0 */30 2 *",
+        "0 0 30 2 1",
+        "0 0 * 2 1#5",
+        "  0 0 * * *  ",
+        "0\t0\t*\t*\t*",
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+        "@DAILY",
+    ]
+
+    def test_valid_expressions_parse(self):
+        for expression in self.VALID:
+            with self.subTest(expression=expression):
+                cron = Cron(expression)
+                self.assertEqual(cron.expression, expression)
+
+    BAD = [
+        ("60 * * * *", r'^minute field: 60 is out of range 0-59 in "60 \* \* \* \*"$'),
+        ("* 24 * * *", r"^hour field: 24 is out of range 0-23 in"),
+        ("* * 0 * *", r"^day-of-month field: 0 is out of range 1-31 in"),
+        ("* * 32 * *", r"^day-of-month field: 32 is out of range 1-31 in"),
+        ("* * * 13 *", r"^month field: 13 is out of range 1-12 in"),
+        ("* * * 0 *", r"^month field: 0 is out of range 1-12 in"),
+        ("* * * * 8", r"^day-of-week field: 8 is out of range 0-7 in"),
+        ("0-60 * * * *", r"^minute field: 60 is out of range 0-59"),
+        ("*/5,99 * * * *", r"^minute field: 99 is out of range 0-59"),
+        ("* * * *", r"expected 5 fields .* got 4 in \"\* \* \* \*\""),
+        ("* * * * * *", r"expected 5 fields .* got 6"),
+        ("*", r"expected 5 fields .* got 1"),
+        ("", r"cron expression is empty"),
+        ("   ", r"cron expression is empty"),
+        ("*/0 * * * *", r"^minute field: step 0 in \*/0 must be 1 or more"),
+        ("* 1-5/0 * * *", r"^hour field: step 0 in 1-5/0 must be 1 or more"),
+        ("*/ * * * *", r"^minute field: step '' in \*/ is not a whole number"),
+        ("*/x * * * *", r"^minute field: step 'x' in \*/x is not a whole number"),
+        ("*/-1 * * * *", r"^minute field: step '-1' in \*/-1 is not a whole"),
+        ("1/2/3 * * * *", r"^minute field: step '2/3' in 1/2/3"),
+        ("5-1 * * * *", r"^minute field: range 5-1 is reversed"),
+        ("* 23-1 * * *", r"^hour field: range 23-1 is reversed"),
+        ("* * 31-1 * *", r"^day-of-month field: range 31-1 is reversed"),
+        ("* * * DEC-JAN *", r"^month field: range DEC-JAN is reversed"),
+        ("* * * * 5-1", r"^day-of-week field: range 5-1 is reversed"),
+        ("* * * * SAT-MON", r"^day-of-week field: range SAT-MON is reversed"),
+        ("* * * FOO *", r"^month field: FOO is not valid; expected numbers 1-12 or"
+         r" names JAN-DEC"),
+        ("* * * JANUARY *", r"^month field: JANUARY is not valid"),
+        ("* * * * FOO", r"^day-of-week field: FOO is not valid; expected numbers"
+         r" 0-7 .*names SUN-SAT"),
+        ("* * * * MONDAY", r"^day-of-week field: MONDAY is not valid"),
+        ("* * MON * *", r"^day-of-month field: MON is not valid; expected numbers"
+         r" 1-31, L, LW or nW"),
+        ("* JAN * * *", r"^hour field: JAN is not valid; expected numbers 0-23"),
+        ("JAN * * * *", r"^minute field: JAN is not valid"),
+        ("* * * * JAN", r"^day-of-week field: JAN is not valid"),
+        ("* * * MON *", r"^month field: MON is not valid"),
+        ("@reboot", r'^unknown macro @reboot in "@reboot"; allowed: @yearly,'),
+        ("@fortnightly", r"^unknown macro @fortnightly"),
+        ("@", r"^unknown macro @ in"),
+        ("@daily extra", r"^unknown macro @daily extra"),
+        ("1,,2 * * * *", r"^minute field: 1,,2 has an empty list item \(stray"
+         r" comma\); expected numbers 0-59"),
+        (",1 * * * *", r"^minute field: ,1 has an empty list item"),
+        ("1, * * * *", r"^minute field: 1, has an empty list item"),
+        ("* 1,,2 * * *", r"^hour field: 1,,2 has an empty list item"),
+        ("* * 1, * *", r"^day-of-month field: 1, has an empty list item"),
+        ("* * * ,JAN *", r"^month field: ,JAN has an empty list item"),
+        ("* * * * 1,", r"^day-of-week field: 1, has an empty list item"),
+        ("a * * * *", r"^minute field: a is not valid; expected numbers 0-59"),
+        ("1.5 * * * *", r"^minute field: 1.5 is not valid"),
+        ("-1 * * * *", r"^minute field: a number is missing; expected numbers 0-59"),
+        ("1- * * * *", r"^minute field: a number is missing"),
+        ("*-5 * * * *", r"^minute field: \* is not valid"),
+        ("\u00b2 * * * *", r"^minute field: \u00b2 is not valid"),
+        ("L * * * *", r"^minute field: L is not valid; expected numbers 0-59 \(L,"
+         r" W, # and \? belong to the day fields\)"),
+        ("* L * * *", r"^hour field: L is not valid"),
+        ("* * * L *", r"^month field: L is not valid"),
+        ("5W * * * *", r"^minute field: 5W is not valid"),
+        ("1#2 * * * *", r"^minute field: 1#2 is not valid"),
+        ("? * * * *", r"^minute field: \? is only allowed in the day-of-month and"
+         r" day-of-week fields"),
+        ("* ? * * *", r"^hour field: \? is only allowed"),
+        ("* * * ? *", r"^month field: \? is only allowed"),
+        ("0 0 * * L", r"^day-of-week field: L needs a weekday before it"),
+        ("0 0 W * *", r"^day-of-month field: W needs a day before it"),
+        ("0 0 32W * *", r"^day-of-month field: 32 is out of range 1-31"),
+        ("0 0 0W * *", r"^day-of-month field: 0 is out of range 1-31"),
+        ("0 0 XW * *", r"^day-of-month field: X is not valid"),
+        ("0 0 L-2 * *", r"^day-of-month field: L is not valid"),
+        ("0 0 L/2 * *", r"^day-of-month field: L is not valid"),
+        ("0 0 1#2 * *", r"^day-of-month field: 1#2 is not valid"),
+        ("0 0 * * 8L", r"^day-of-week field: 8 is out of range 0-7"),
+        ("0 0 * * XL", r"^day-of-week field: X is not valid"),
+        ("0 0 * * 5W", r"^day-of-week field: 5W is not valid"),
+        ("0 0 * * LW", r"^day-of-week field: LW is not valid"),
+        ("0 0 * * 1#0", r"^day-of-week field: 1#0 needs an occurrence 1-5 after #"),
+        ("0 0 * * 1#6", r"^day-of-week field: 1#6 needs an occurrence 1-5"),
+        ("0 0 * * 1#", r"^day-of-week field: 1# needs an occurrence 1-5"),
+        ("0 0 * * 1#x", r"^day-of-week field: 1#x needs an occurrence 1-5"),
+        ("0 0 * * #1", r"^day-of-week field: a number is missing"),
+        ("0 0 * * 8#1", r"^day-of-week field: 8 is out of range 0-7"),
+        ("0 0 * * FOO#1", r"^day-of-week field: FOO is not valid"),
+        ("0 0 30 2 *", r'^day-of-month field: 30 with day-of-week \* matches no day'
+         r' of month 2, so the expression can never fire in "0 0 30 2 \*"'),
+        ("0 0 31 2 *", r"can never fire"),
+        ("0 0 30,31 FEB *", r"can never fire"),
+        ("0 0 31 4,6,9,11 *", r"can never fire"),
+        ("0 0 31 APR *", r"can never fire"),
+        ("0 0 30 2 ?", r"can never fire"),
+        ("0 0 31W 2 *", r"can never fire"),
+        ("0 0 31W 6 *", r"can never fire"),
+        ("0 0 30 2 */7", r"can never fire"),
+    ]
+
+    def test_bad_expressions_are_rejected(self):
+        for expression, pattern in self.BAD:
+            with self.subTest(expression=expression):
+                with self.assertRaisesRegex(ValueError, pattern):
+                    Cron(expression)
+
+    def test_schedule_error_is_a_value_error(self):
+        self.assertTrue(issubclass(ScheduleError, ValueError))
+        with self.assertRaises(ScheduleError):
+            Cron("61 * * * *")
+
+    def test_wrong_types_raise_type_error(self):
+        for bad in (None, 5, b"* * * * *", ["*"] * 5):
+            with self.subTest(expression=bad):
+                with self.assertRaisesRegex(TypeError, "cron expression must be a str"):
+                    Cron(bad)
+        with self.assertRaisesRegex(TypeError, "timezone must be None, a zone name"):
+            Cron("* * * * *", timezone=5)
+        with self.assertRaisesRegex(TypeError, "next_after\\(\\) needs a datetime"):
+            Cron("* * * * *").next_after(date(2024, 1, 1))
+        with self.assertRaisesRegex(TypeError, "needs a datetime"):
+            Cron("* * * * *").next_after("2024-01-01")
+
+    def test_unknown_zone_is_rejected(self):
+        for name in ("Mars/Olympus", "Europe/Berlinn", "", "../etc/passwd", "Europe"):
+            with self.subTest(zone=name):
+                with self.assertRaisesRegex(ValueError, "unknown time zone %r" % name):
+                    Cron("* * * * *", name)
+
+    def test_zone_forms(self):
+        cases = [
+            ("Europe/Berlin", "Europe/Berlin"),
+            (ZoneInfo("Europe/Berlin"), "Europe/Berlin"),
+            ("UTC", "UTC"),
+            (UTC, "UTC"),
+            (timezone(timedelta(hours=5, minutes=45)), "UTC+05:45"),
+            (timezone(timedelta(hours=-3), "BRT"), "UTC-03:00"),
+        ]
+        for zone, key in cases:
+            with self.subTest(zone=zone):
+                cron = Cron("30 2 * * 1-5", zone)
+                self.assertEqual(cron.describe(), 'cron "30 2 * * 1-5" %s' % key)
+                self.assertIn(key, repr(cron))
+        self.assertIsInstance(Cron("* * * * *", "Asia/Kolkata").timezone, ZoneInfo)
+
+    def test_default_zone_is_resolved_at_construction(self):
+        berlin = ZoneInfo("Europe/Berlin")
+        with mock.patch.object(jits, "_default_timezone", return_value=berlin):
+            cron = Cron("0 12 * * *")
+        self.assertIs(cron.timezone, berlin)
+        self.assertEqual(Cron("0 12 * * *").timezone, UTC)
+        result = cron.next_after(_utc("2024-07-01T00:00:00"))
+        self.assertEqual(result.isoformat(), "2024-07-01T12:00:00+02:00")
+
+    def test_repr_describe_eq_hash(self):
+        cron = Cron("30 2 * * 1-5", "Europe/Berlin")
+        self.assertEqual(repr(cron), "Cron('30 2 * * 1-5', timezone='Europe/Berlin')")
+        self.assertEqual(cron.describe(), 'cron "30 2 * * 1-5" Europe/Berlin')
+        same = Cron("30 2 * * 1-5", ZoneInfo("Europe/Berlin"))
+        self.assertEqual(cron, same)
+        self.assertEqual(hash(cron), hash(same))
+        self.assertEqual(len({cron, same}), 1)
+        self.assertNotEqual(cron, Cron("30 2 * * 1-5", "Europe/Paris"))
+        self.assertNotEqual(cron, Cron("30 3 * * 1-5", "Europe/Berlin"))
+        self.assertEqual(Cron("@daily", "UTC"), Cron("@daily", UTC))
+        self.assertNotEqual(cron, "30 2 * * 1-5")
+        self.assertEqual(cron.expression, "30 2 * * 1-5")
+
+
+class CronNextTests(unittest.TestCase):
+    # (expression, start, successive results); times are UTC.
+    KNOWN = [
+        ("* * * * *", "2024-01-01T00:00:00", ["2024-01-01T00:01:00"]),
+        ("* * * * *", "2024-01-01T00:00:30", ["2024-01-01T00:01:00"]),
+        ("* * * * *", "2024-01-01T00:00:59.999999", ["2024-01-01T00:01:00"]),
+        ("* * * * *", "2024-12-31T23:59:00", ["2025-01-01T00:00:00"]),
+        ("* * * * *", "2024-02-28T23:59:59", ["2024-02-29T00:00:00"]),
+        ("*/15 * * * *", "2024-01-01T00:14:59", ["2024-01-01T00:15:00"]),
+        ("*/15 * * * *", "2024-01-01T00:45:00",
+         ["2024-01-01T01:00:00", "2024-01-01T01:15:00"]),
+        ("5/20 * * * *", "2024-01-01T00:45:00",
+         ["2024-01-01T01:05:00", "2024-01-01T01:25:00", "2024-01-01T01:45:00"]),
+        ("10-30/10 * * * *", "2024-01-01T00:30:00",
+         ["2024-01-01T01:10:00", "2024-01-01T01:20:00"]),
+        ("05 * * * *", "2024-01-01T00:05:00", ["2024-01-01T01:05:00"]),
+        ("59 23 * * *", "2024-12-31T23:59:00", ["2025-01-01T23:59:00"]),
+        ("0 0 * * *", "2024-02-28T12:00:00",
+         ["2024-02-29T00:00:00", "2024-03-01T00:00:00"]),
+        ("0 12 31 12 *", "2024-12-31T12:00:00", ["2025-12-31T12:00:00"]),
+        ("59 23 31 12 *", "2024-06-01T00:00:00", ["2024-12-31T23:59:00"]),
+        ("0 0 1 1 *", "2024-01-01T00:00:00", ["2025-01-01T00:00:00"]),
+        ("0,30 9-17/4 * * *", "2024-01-01T09:30:00",
+         ["2024-01-01T13:00:00", "2024-01-01T13:30:00", "2024-01-01T17:00:00",
+          "2024-01-01T17:30:00", "2024-01-02T09:00:00"]),
+        ("30 2 * * 1-5", "2024-01-05T03:00:00",
+         ["2024-01-08T02:30:00", "2024-01-09T02:30:00"]),
+        ("0 9 * * MON-FRI", "2024-01-06T00:00:00", ["2024-01-08T09:00:00"]),
+        ("0 9 * * SAT,SUN", "2024-01-01T00:00:00",
+         ["2024-01-06T09:00:00", "2024-01-07T09:00:00", "2024-01-13T09:00:00"]),
+        ("0 9 * * FRI-SUN", "2024-01-01T00:00:00",
+         ["2024-01-05T09:00:00", "2024-01-06T09:00:00", "2024-01-07T09:00:00",
+          "2024-01-12T09:00:00"]),
+        ("0 9 * * 5-7", "2024-01-01T00:00:00",
+         ["2024-01-05T09:00:00", "2024-01-06T09:00:00", "2024-01-07T09:00:00"]),
+        ("0 9 * * */2", "2024-01-01T00:00:00",
+         ["2024-01-02T09:00:00", "2024-01-04T09:00:00", "2024-01-06T09:00:00",
+          "2024-01-07T09:00:00"]),
+        # The 31st
+        ("0 0 31 * *", "2024-01-31T00:00:00",
+         ["2024-03-31T00:00:00", "2024-05-31T00:00:00", "2024-07-31T00:00:00",
+          "2024-08-31T00:00:00", "2024-10-31T00:00:00", "2024-12-31T00:00:00",
+          "2025-01-31T00:00:00"]),
+        ("0 0 30 * *", "2024-01-30T00:00:00",
+         ["2024-03-30T00:00:00", "2024-04-30T00:00:00"]),
+        ("0 0 29 * *", "2023-01-29T00:00:00",
+         ["2023-03-29T00:00:00"]),
+        ("0 0 29 * *", "2024-01-29T00:00:00",
+         ["2024-02-29T00:00:00", "2024-03-29T00:00:00"]),
+        ("0 0 */30 2 *", "2024-01-01T00:00:00",
+         ["2024-02-01T00:00:00", "2025-02-01T00:00:00"]),
+        # Leap days
+        ("0 0 29 2 *", "2024-01-01T00:00:00",
+         ["2024-02-29T00:00:00", "2028-02-29T00:00:00", "2032-02-29T00:00:00"]),
+        ("0 0 29 2 *", "2096-03-01T00:00:00", ["2104-02-29T00:00:00"]),
+        ("0 0 29 2 *", "1999-01-01T00:00:00", ["2000-02-29T00:00:00"]),
+        ("0 0 29 FEB *", "2024-02-29T00:00:00", ["2028-02-29T00:00:00"]),
+        ("0 0 L 2 *", "2023-01-01T00:00:00",
+         ["2023-02-28T00:00:00", "2024-02-29T00:00:00", "2025-02-28T00:00:00"]),
+        ("0 0 28 2 *", "2024-02-28T00:00:00", ["2025-02-28T00:00:00"]),
+        ("0 0 29 2 */7", "2024-01-01T00:00:00", ["2032-02-29T00:00:00"]),
+        ("0 0 29 2 4", "2024-02-25T00:00:00",
+         ["2024-02-29T00:00:00", "2025-02-06T00:00:00"]),
+        # L, LW, nW
+        ("0 0 L * *", "2024-01-01T00:00:00",
+         ["2024-01-31T00:00:00", "2024-02-29T00:00:00", "2024-03-31T00:00:00",
+          "2024-04-30T00:00:00"]),
+        ("0 0 LW * *", "2024-03-01T00:00:00",
+         ["2024-03-29T00:00:00", "2024-04-30T00:00:00", "2024-05-31T00:00:00",
+          "2024-06-28T00:00:00", "2024-07-31T00:00:00", "2024-08-30T00:00:00",
+          "2024-09-30T00:00:00"]),
+        ("0 0 15W * *", "2024-06-01T00:00:00",
+         ["2024-06-14T00:00:00", "2024-07-15T00:00:00"]),
+        ("0 0 15W * *", "2024-09-01T00:00:00",
+         ["2024-09-16T00:00:00", "2024-10-15T00:00:00"]),
+        ("0 0 1W * *", "2024-05-15T00:00:00",
+         ["2024-06-03T00:00:00", "2024-07-01T00:00:00", "2024-08-01T00:00:00",
+          "2024-09-02T00:00:00"]),
+        ("0 0 31W * *", "2024-03-01T00:00:00",
+         ["2024-03-29T00:00:00", "2024-05-31T00:00:00", "2024-07-31T00:00:00"]),
+        ("0 0 30W * *", "2024-06-01T00:00:00", ["2024-06-28T00:00:00"]),
+        ("0 0 L,15 * *", "2024-02-01T00:00:00",
+         ["2024-02-15T00:00:00", "2024-02-29T00:00:00", "2024-03-15T00:00:00"]),
+        # nL, FRIL, n#k
+        ("0 0 * * 5L", "2024-01-01T00:00:00",
+         ["2024-01-26T00:00:00", "2024-02-23T00:00:00", "2024-03-29T00:00:00"]),
+        ("0 0 * * FRIL", "2024-01-01T00:00:00", ["2024-01-26T00:00:00"]),
+        ("0 0 * * 0L", "2024-01-01T00:00:00",
+         ["2024-01-28T00:00:00", "2024-02-25T00:00:00", "2024-03-31T00:00:00"]),
+        ("0 0 * * 7L", "2024-01-01T00:00:00", ["2024-01-28T00:00:00"]),
+        ("0 0 * * SUNL", "2024-01-01T00:00:00", ["2024-01-28T00:00:00"]),
+        ("0 0 * * 4L", "2024-02-01T00:00:00", ["2024-02-29T00:00:00"]),
+        ("0 0 * * 1#1", "2024-01-01T00:00:00",
+         ["2024-02-05T00:00:00", "2024-03-04T00:00:00"]),
+        ("0 0 * * MON#2", "2024-01-01T00:00:00", ["2024-01-08T00:00:00"]),
+        ("0 0 * * 5#5", "2024-01-01T00:00:00",
+         ["2024-03-29T00:00:00", "2024-05-31T00:00:00", "2024-08-30T00:00:00"]),
+        ("0 0 * * 7#1", "2024-01-01T00:00:00",
+         ["2024-01-07T00:00:00", "2024-02-04T00:00:00"]),
+        ("0 0 * * 1#2,5L", "2024-01-01T00:00:00",
+         ["2024-01-08T00:00:00", "2024-01-26T00:00:00", "2024-02-12T00:00:00"]),
+        ("0 0 * 2 4#5", "2024-01-01T00:00:00", ["2024-02-29T00:00:00"]),
+        # ? and the day-field combination rules
+        ("0 0 ? * MON", "2024-01-02T00:00:00", ["2024-01-08T00:00:00"]),
+        ("0 0 1 * ?", "2024-01-02T00:00:00", ["2024-02-01T00:00:00"]),
+        ("0 0 13 * 5", "2024-01-01T00:00:00",
+         ["2024-01-05T00:00:00", "2024-01-12T00:00:00", "2024-01-13T00:00:00",
+          "2024-01-19T00:00:00"]),
+        ("0 0 13 * */5", "2024-01-01T00:00:00",
+         ["2024-09-13T00:00:00", "2024-10-13T00:00:00", "2024-12-13T00:00:00"]),
+        ("0 0 */13 * 5", "2024-01-01T00:00:00", ["2024-03-01T00:00:00"]),
+        ("0 0 1-7 * 1", "2024-01-05T00:00:00",
+         ["2024-01-06T00:00:00", "2024-01-07T00:00:00", "2024-01-08T00:00:00",
+          "2024-01-15T00:00:00"]),
+        ("0 0 1-7 * */1", "2024-01-05T00:00:00",
+         ["2024-01-06T00:00:00", "2024-01-07T00:00:00", "2024-02-01T00:00:00"]),
+        ("0 0 * * 1", "2024-01-05T00:00:00", ["2024-01-08T00:00:00"]),
+        ("0 0 ?/10 * 1", "2024-01-01T00:00:00", ["2024-03-11T00:00:00"]),
+        ("0 0 L * 5", "2024-02-20T00:00:00",
+         ["2024-02-23T00:00:00", "2024-02-29T00:00:00", "2024-03-01T00:00:00"]),
+        ("0 0 15W * 6#1", "2024-06-01T00:00:00",
+         ["2024-06-14T00:00:00", "2024-07-06T00:00:00", "2024-07-15T00:00:00"]),
+        ("0 0 30 2 1", "2024-01-31T00:00:00",
+         ["2024-02-05T00:00:00", "2024-02-12T00:00:00"]),
+        # Month names and ranges
+        ("0 0 1 JAN-MAR/2 *", "2024-01-01T00:00:00",
+         ["2024-03-01T00:00:00", "2025-01-01T00:00:00"]),
+        ("0 0 1 jun,Dec *", "2024-01-01T00:00:00",
+         ["2024-06-01T00:00:00", "2024-12-01T00:00:00"]),
+        ("0 0 1 10/1 *", "2024-01-01T00:00:00",
+         ["2024-10-01T00:00:00", "2024-11-01T00:00:00", "2024-12-01T00:00:00",
+          "2025-10-01T00:00:00"]),
+    ]
+
+    def test_known_answers_in_utc(self):
+        for expression, start, expected in self.KNOWN:
+            with self.subTest(expression=expression, start=start):
+                cron = Cron(expression, "UTC")
+                got = _chain(cron, _utc(start), len(expected))
+                self.assertEqual([g.astimezone(UTC) for g in got],
+                                 [_utc(e) for e in expected])
+
+    def test_result_is_aware_in_the_zone_and_strictly_later(self):
+        for zone in ("UTC", UTC, "Europe/Berlin", timezone(timedelta(hours=9))):
+            cron = Cron("*/7 * * * *", zone)
+            start = _utc("2024-05-05T10:14:00")
+            for _ in range(30):
+                with self.subTest(zone=zone, start=start):
+                    result = cron.next_after(start)
+                    self.assertIs(result.tzinfo, cron.timezone)
+                    self.assertGreater(result, start)
+                    start = result
+
+    def test_naive_start_is_read_in_the_zone(self):
+        cases = [
+            ("Europe/Berlin", "0 12 * * *", "2024-07-01T11:59:00",
+             "2024-07-01T12:00:00+02:00"),
+            ("America/New_York", "0 12 * * *", "2024-01-01T12:00:00",
+             "2024-01-02T12:00:00-05:00"),
+            (timezone(timedelta(hours=5, minutes=30)), "0 12 * * *",
+             "2024-01-01T11:30:00", "2024-01-01T12:00:00+05:30"),
+            ("UTC", "0 12 * * *", "2024-01-01T11:30:00",
+             "2024-01-01T12:00:00+00:00"),
+        ]
+        for zone, expression, start, expected in cases:
+            with self.subTest(zone=zone, expression=expression):
+                got = Cron(expression, zone).next_after(datetime.fromisoformat(start))
+                self.assertEqual(got.isoformat(), expected)
+
+    def test_start_in_another_zone(self):
+        cron = Cron("0 9 * * *", "Asia/Tokyo")
+        start = datetime(2024, 1, 1, 0, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+        expected = "2024-01-01T09:00:00+09:00"
+        self.assertEqual(cron.next_after(start).isoformat(), expected)
+        fixed = Cron("0 9 * * *", timezone(timedelta(hours=9)))
+        self.assertEqual(fixed.next_after(start).isoformat(), expected)
+
+    def test_every_month_name(self):
+        for number, name in enumerate(MONTHS, 1):
+            for spelling in (name, name.lower(), name.title(), str(number)):
+                with self.subTest(month=spelling):
+                    cron = Cron("0 0 1 %s *" % spelling, "UTC")
+                    got = cron.next_after(_utc("2023-12-31T12:00:00"))
+                    self.assertEqual(got.astimezone(UTC),
+                                     _utc("2024-%02d-01T00:00:00" % number))
+
+    def test_every_day_name_and_seven_is_sunday(self):
+        sunday = _utc("2024-01-07T00:30:00")
+        for number, name in enumerate(DAYS):
+            spellings = [name, name.lower(), name.title(), str(number)]
+            if number == 0:
+                spellings.append("7")
+            for spelling in spellings:
+                with self.subTest(day=spelling):
+                    cron = Cron("0 12 * * %s" % spelling, "UTC")
+                    got = _chain(cron, sunday, 2)
+                    first = datetime(2024, 1, 7 + number, 12, tzinfo=UTC)
+                    self.assertEqual(got, [first, first + timedelta(days=7)])
+
+    def test_every_macro(self):
+        cases = [
+            ("@yearly", ["2025-01-01T00:00:00", "2026-01-01T00:00:00"]),
+            ("@annually", ["2025-01-01T00:00:00", "2026-01-01T00:00:00"]),
+            ("@monthly", ["2024-06-01T00:00:00", "2024-07-01T00:00:00"]),
+            ("@weekly", ["2024-05-19T00:00:00", "2024-05-26T00:00:00"]),
+            ("@daily", ["2024-05-16T00:00:00", "2024-05-17T00:00:00"]),
+            ("@midnight", ["2024-05-16T00:00:00", "2024-05-17T00:00:00"]),
+            ("@hourly", ["2024-05-15T11:00:00", "2024-05-15T12:00:00"]),
+            ("@Hourly", ["2024-05-15T11:00:00", "2024-05-15T12:00:00"]),
+        ]
+        start = _utc("2024-05-15T10:20:00")
+        for macro, expected in cases:
+            with self.subTest(macro=macro):
+                got = _chain(Cron(macro, "UTC"), start, 2)
+                self.assertEqual(got, [_utc(e) for e in expected])
+
+    def test_leap_days_over_two_centuries(self):
+        cron = Cron("0 0 29 2 *", "UTC")
+        for year in range(1990, 2210, 3):
+            with self.subTest(year=year):
+                expected = year
+                while not calendar.isleap(expected):
+                    expected += 1
+                got = cron.next_after(datetime(year, 1, 1, tzinfo=UTC))
+                self.assertEqual(got, datetime(expected, 2, 29, tzinfo=UTC))
+
+    def test_last_day_of_every_month(self):
+        cron = Cron("0 0 L * *", "UTC")
+        for year in (1900, 2000, 2023, 2024):
+            for month in range(1, 13):
+                with self.subTest(year=year, month=month):
+                    last = calendar.monthrange(year, month)[1]
+                    got = cron.next_after(datetime(year, month, 1, tzinfo=UTC))
+                    self.assertEqual(got, datetime(year, month, last, tzinfo=UTC))
+
+    def test_thirty_first_from_every_month(self):
+        cron = Cron("15 10 31 * *", "UTC")
+        for month in range(1, 13):
+            with self.subTest(month=month):
+                got = cron.next_after(datetime(2025, month, 1, tzinfo=UTC))
+                expected_month = month
+                while calendar.monthrange(2025, expected_month)[1] < 31:
+                    expected_month += 1
+                self.assertEqual(got, datetime(2025, expected_month, 31, 10, 15,
+                                               tzinfo=UTC))
+
+    def test_search_past_year_9999_overflows(self):
+        cron = Cron("0 0 29 2 *", "UTC")
+        with self.assertRaisesRegex(OverflowError, "no fire time"):
+            cron.next_after(datetime(9996, 3, 1, tzinfo=UTC))
+
+
+class CronDSTTests(unittest.TestCase):
+    # (zone, expression, start, successive results as local ISO with offset)
+    # Rule numbers refer to the spec: 1 and 3 are fixed-time jobs, 2 and 4
+    # wildcard jobs; 1 and 2 spring forward, 3 and 4 fall back.
+    KNOWN = [
+        # Europe/Berlin 2024: 02:00 -> 03:00 on 31 Mar, 03:00 -> 02:00 27 Oct.
+        ("Europe/Berlin", "30 2 * * *", "2024-03-30T12:00:00",
+         ["2024-03-31T03:00:00+02:00", "2024-04-01T02:30:00+02:00"]),
+        ("Europe/Berlin", "30 2 * * *", "2024-03-31T00:59:59",
+         ["2024-03-31T03:00:00+02:00"]),
+        ("Europe/Berlin", "30 2 * * *", "2024-03-31T01:00:00",
+         ["2024-04-01T02:30:00+02:00"]),
+        ("Europe/Berlin", "0,30 2 * * *", "2024-03-30T12:00:00",
+         ["2024-03-31T03:00:00+02:00", "2024-04-01T02:00:00+02:00"]),
+        ("Europe/Berlin", "0-59/15 2 * * *", "2024-03-30T12:00:00",
+         ["2024-03-31T03:00:00+02:00", "2024-04-01T02:00:00+02:00"]),
+        ("Europe/Berlin", "0 2,3 * * *", "2024-03-30T12:00:00",
+         ["2024-03-31T03:00:00+02:00", "2024-04-01T02:00:00+02:00"]),
+        ("Europe/Berlin", "30 1-3 * * *", "2024-03-31T00:45:00",
+         ["2024-03-31T03:00:00+02:00", "2024-03-31T03:30:00+02:00"]),
+        ("Europe/Berlin", "0 3 * * *", "2024-03-30T12:00:00",
+         ["2024-03-31T03:00:00+02:00"]),
+        ("Europe/Berlin", "30 2 31 3 *", "2024-01-01T00:00:00",
+         ["2024-03-31T03:00:00+02:00", "2025-03-31T02:30:00+02:00"]),
+        ("Europe/Berlin", "*/15 2 * * *", "2024-03-30T12:00:00",
+         ["2024-04-01T02:00:00+02:00"]),
+        ("Europe/Berlin", "0 */2 * * *", "2024-03-31T00:30:00",
+         ["2024-03-31T04:00:00+02:00"]),
+        ("Europe/Berlin", "* * * * *", "2024-03-31T00:59:00",
+         ["2024-03-31T03:00:00+02:00", "2024-03-31T03:01:00+02:00"]),
+        ("Europe/Berlin", "30 * * * *", "2024-03-31T00:45:00",
+         ["2024-03-31T03:30:00+02:00"]),
+        ("Europe/Berlin", "@hourly", "2024-03-31T00:30:00",
+         ["2024-03-31T03:00:00+02:00"]),
+        ("Europe/Berlin", "30 2 * * *", "2024-10-26T12:00:00",
+         ["2024-10-27T02:30:00+02:00", "2024-10-28T02:30:00+01:00"]),
+        ("Europe/Berlin", "30 2 * * *", "2024-10-27T00:30:00",
+         ["2024-10-28T02:30:00+01:00"]),
+        ("Europe/Berlin", "30 2 * * *", "2024-10-27T01:10:00",
+         ["2024-10-28T02:30:00+01:00"]),
+        ("Europe/Berlin", "45 2 * * *", "2024-10-27T00:50:00",
+         ["2024-10-28T02:45:00+01:00"]),
+        ("Europe/Berlin", "0-59/20 2 * * *", "2024-10-27T00:45:00",
+         ["2024-10-28T02:00:00+01:00"]),
+        ("Europe/Berlin", "0 2 * * *", "2024-10-26T23:30:00",
+         ["2024-10-27T02:00:00+02:00", "2024-10-28T02:00:00+01:00"]),
+        ("Europe/Berlin", "0 3 * * *", "2024-10-27T00:30:00",
+         ["2024-10-27T03:00:00+01:00"]),
+        ("Europe/Berlin", "0 0-23 * * *", "2024-10-26T23:30:00",
+         ["2024-10-27T02:00:00+02:00", "2024-10-27T03:00:00+01:00"]),
+        ("Europe/Berlin", "*/20 2 * * *", "2024-10-27T00:45:00",
+         ["2024-10-27T02:00:00+01:00", "2024-10-27T02:20:00+01:00"]),
+        ("Europe/Berlin", "*/20 2 * * *", "2024-10-27T01:00:00",
+         ["2024-10-27T02:20:00+01:00"]),
+        ("Europe/Berlin", "*/20 2 * * *", "2024-10-27T00:25:00",
+         ["2024-10-27T02:40:00+02:00", "2024-10-27T02:00:00+01:00"]),
+        ("Europe/Berlin", "*/20 2 * * *", "2024-10-26T12:00:00",
+         ["2024-10-27T02:00:00+02:00", "2024-10-27T02:20:00+02:00",
+          "2024-10-27T02:40:00+02:00", "2024-10-27T02:00:00+01:00",
+          "2024-10-27T02:20:00+01:00", "2024-10-27T02:40:00+01:00",
+          "2024-10-28T02:00:00+01:00"]),
+        ("Europe/Berlin", "@hourly", "2024-10-27T00:30:00",
+         ["2024-10-27T02:00:00+01:00", "2024-10-27T03:00:00+01:00"]),
+        ("Europe/Berlin", "@daily", "2024-10-26T12:00:00",
+         ["2024-10-27T00:00:00+02:00", "2024-10-28T00:00:00+01:00"]),
+        ("Europe/Berlin", "*/1 2 * * *", "2024-10-27T00:58:00",
+         ["2024-10-27T02:59:00+02:00", "2024-10-27T02:00:00+01:00"]),
+        ("Europe/Berlin", "0-59 2 * * *", "2024-10-27T00:58:00",
+         ["2024-10-27T02:59:00+02:00", "2024-10-28T02:00:00+01:00"]),
+        # A search from the second pass must still reach the wall times
+        # just after the repeated interval (a past bug jumped over them).
+        ("Europe/Berlin", "5,50 2,3 * * *", "2024-10-27T01:40:00",
+         ["2024-10-27T03:05:00+01:00", "2024-10-27T03:50:00+01:00"]),
+        ("Europe/Berlin", "30 2,3 * * *", "2024-10-27T01:40:00",
+         ["2024-10-27T03:30:00+01:00"]),
+        ("Europe/London", "4,14,24,34,44,54 0,1,2 * * *", "2017-10-29T01:24:00",
+         ["2017-10-29T02:04:00+00:00", "2017-10-29T02:14:00+00:00"]),
+        ("Pacific/Chatham", "15,45 2,3 * * *", "2031-04-05T14:25:22",
+         ["2031-04-06T03:45:00+12:45", "2031-04-07T02:15:00+12:45"]),
+        ("Europe/Berlin", "* * * * *", "2024-10-27T00:59:00",
+         ["2024-10-27T02:00:00+01:00"]),
+        ("Europe/Berlin", "0 * * * *", "2024-10-26T23:30:00",
+         ["2024-10-27T02:00:00+02:00", "2024-10-27T02:00:00+01:00",
+          "2024-10-27T03:00:00+01:00"]),
+        ("Europe/Berlin", "15,45 */1 * * *", "2024-10-27T00:20:00",
+         ["2024-10-27T02:45:00+02:00", "2024-10-27T02:15:00+01:00",
+          "2024-10-27T02:45:00+01:00", "2024-10-27T03:15:00+01:00"]),
+        # America/New_York 2024: 02:00 -> 03:00 10 Mar, 02:00 -> 01:00 3 Nov.
+        ("America/New_York", "30 2 * * *", "2024-03-09T17:00:00",
+         ["2024-03-10T03:00:00-04:00", "2024-03-11T02:30:00-04:00"]),
+        ("America/New_York", "*/30 2 * * *", "2024-03-09T17:00:00",
+         ["2024-03-11T02:00:00-04:00"]),
+        ("America/New_York", "0 0-23 * * *", "2024-03-10T06:30:00",
+         ["2024-03-10T03:00:00-04:00", "2024-03-10T04:00:00-04:00"]),
+        ("America/New_York", "0 * * * *", "2024-03-10T06:30:00",
+         ["2024-03-10T03:00:00-04:00", "2024-03-10T04:00:00-04:00"]),
+        ("America/New_York", "0 1 * * *", "2024-11-02T17:00:00",
+         ["2024-11-03T01:00:00-04:00", "2024-11-04T01:00:00-05:00"]),
+        ("America/New_York", "30 1 * * *", "2024-11-03T06:10:00",
+         ["2024-11-04T01:30:00-05:00"]),
+        ("America/New_York", "59 1 * * *", "2024-11-03T06:59:00",
+         ["2024-11-04T01:59:00-05:00"]),
+        ("America/New_York", "*/30 1 * * *", "2024-11-03T04:50:00",
+         ["2024-11-03T01:00:00-04:00", "2024-11-03T01:30:00-04:00",
+          "2024-11-03T01:00:00-05:00", "2024-11-03T01:30:00-05:00",
+          "2024-11-04T01:00:00-05:00"]),
+        ("America/New_York", "* * * * *", "2024-11-03T05:59:00",
+         ["2024-11-03T01:00:00-05:00"]),
+        ("America/New_York", "0 0-23 * * *", "2024-11-03T04:30:00",
+         ["2024-11-03T01:00:00-04:00", "2024-11-03T02:00:00-05:00"]),
+        ("America/New_York", "0 * * * *", "2024-11-03T04:30:00",
+         ["2024-11-03T01:00:00-04:00", "2024-11-03T01:00:00-05:00",
+          "2024-11-03T02:00:00-05:00"]),
+        # Australia/Lord_Howe 2024: half-hour shifts.
+        ("Australia/Lord_Howe", "15 2 * * *", "2024-10-05T02:00:00",
+         ["2024-10-06T02:30:00+11:00", "2024-10-07T02:15:00+11:00"]),
+        ("Australia/Lord_Howe", "0,15,30,45 2 * * *", "2024-10-05T02:00:00",
+         ["2024-10-06T02:30:00+11:00", "2024-10-06T02:45:00+11:00",
+          "2024-10-07T02:00:00+11:00"]),
+        ("Australia/Lord_Howe", "*/15 2 * * *", "2024-10-05T02:00:00",
+         ["2024-10-06T02:30:00+11:00", "2024-10-06T02:45:00+11:00",
+          "2024-10-07T02:00:00+11:00"]),
+        ("Australia/Lord_Howe", "45 1 * * *", "2024-04-06T02:00:00",
+         ["2024-04-07T01:45:00+11:00", "2024-04-08T01:45:00+10:30"]),
+        ("Australia/Lord_Howe", "45 1 * * *", "2024-04-06T15:05:00",
+         ["2024-04-08T01:45:00+10:30"]),
+        ("Australia/Lord_Howe", "15 1 * * *", "2024-04-06T02:00:00",
+         ["2024-04-07T01:15:00+11:00"]),
+        ("Australia/Lord_Howe", "*/15 1 * * *", "2024-04-06T14:20:00",
+         ["2024-04-07T01:30:00+11:00", "2024-04-07T01:45:00+11:00",
+          "2024-04-07T01:30:00+10:30", "2024-04-07T01:45:00+10:30",
+          "2024-04-08T01:00:00+10:30"]),
+        # Pacific/Chatham 2024: changes at 02:45 and 03:45 local.
+        ("Pacific/Chatham", "0 3 * * *", "2024-09-28T00:00:00",
+         ["2024-09-29T03:45:00+13:45", "2024-09-30T03:00:00+13:45"]),
+        ("Pacific/Chatham", "50 2 * * *", "2024-09-28T00:00:00",
+         ["2024-09-29T03:45:00+13:45"]),
+        ("Pacific/Chatham", "44 3 * * *", "2024-09-28T00:00:00",
+         ["2024-09-29T03:45:00+13:45"]),
+        ("Pacific/Chatham", "45 3 * * *", "2024-09-28T00:00:00",
+         ["2024-09-29T03:45:00+13:45"]),
+        ("Pacific/Chatham", "40 2 * * *", "2024-09-28T00:00:00",
+         ["2024-09-29T02:40:00+12:45"]),
+        ("Pacific/Chatham", "*/15 * * * *", "2024-09-28T13:40:00",
+         ["2024-09-29T02:30:00+12:45", "2024-09-29T03:45:00+13:45",
+          "2024-09-29T04:00:00+13:45"]),
+        ("Pacific/Chatham", "0 3 * * *", "2024-04-06T00:00:00",
+         ["2024-04-07T03:00:00+13:45", "2024-04-08T03:00:00+12:45"]),
+        ("Pacific/Chatham", "0 3 * * *", "2024-04-06T14:20:00",
+         ["2024-04-08T03:00:00+12:45"]),
+        ("Pacific/Chatham", "*/30 3 * * *", "2024-04-06T13:10:00",
+         ["2024-04-07T03:00:00+13:45", "2024-04-07T03:30:00+13:45",
+          "2024-04-07T03:00:00+12:45", "2024-04-07T03:30:00+12:45",
+          "2024-04-08T03:00:00+12:45"]),
+        # America/Sao_Paulo 2018: changes at midnight.
+        ("America/Sao_Paulo", "30 0 * * *", "2018-11-03T15:00:00",
+         ["2018-11-04T01:00:00-02:00", "2018-11-05T00:30:00-02:00"]),
+        ("America/Sao_Paulo", "@daily", "2018-11-03T15:00:00",
+         ["2018-11-04T01:00:00-02:00", "2018-11-05T00:00:00-02:00"]),
+        ("America/Sao_Paulo", "0 0 4 11 *", "2018-01-01T00:00:00",
+         ["2018-11-04T01:00:00-02:00", "2019-11-04T00:00:00-03:00"]),
+        ("America/Sao_Paulo", "*/30 0 * * *", "2018-11-03T15:00:00",
+         ["2018-11-05T00:00:00-02:00"]),
+        ("America/Sao_Paulo", "30 23 * * *", "2018-02-17T12:00:00",
+         ["2018-02-17T23:30:00-02:00", "2018-02-18T23:30:00-03:00"]),
+        ("America/Sao_Paulo", "30 23 * * 6", "2018-02-17T12:00:00",
+         ["2018-02-17T23:30:00-02:00", "2018-02-24T23:30:00-03:00"]),
+        ("America/Sao_Paulo", "30 23 * * *", "2018-02-18T02:10:00",
+         ["2018-02-18T23:30:00-03:00"]),
+        ("America/Sao_Paulo", "0 0 18 2 *", "2018-02-17T12:00:00",
+         ["2018-02-18T00:00:00-03:00"]),
+        ("America/Sao_Paulo", "*/30 23 * * *", "2018-02-17T12:00:00",
+         ["2018-02-17T23:00:00-02:00", "2018-02-17T23:30:00-02:00",
+          "2018-02-17T23:00:00-03:00", "2018-02-17T23:30:00-03:00",
+          "2018-02-18T23:00:00-03:00"]),
+        ("America/Sao_Paulo", "*/30 23 * * 6", "2018-02-17T12:00:00",
+         ["2018-02-17T23:00:00-02:00", "2018-02-17T23:30:00-02:00",
+          "2018-02-17T23:00:00-03:00", "2018-02-17T23:30:00-03:00",
+          "2018-02-24T23:00:00-03:00"]),
+        # Asia/Kolkata during the Second World War: +05:30 <-> +06:30.
+        ("Asia/Kolkata", "30 0 * * *", "1941-09-30T12:00:00",
+         ["1941-10-01T01:00:00+06:30", "1941-10-02T00:30:00+06:30"]),
+        ("Asia/Kolkata", "*/30 0 * * *", "1941-09-30T12:00:00",
+         ["1941-10-02T00:00:00+06:30"]),
+        ("Asia/Kolkata", "30 23 * * *", "1942-05-14T12:00:00",
+         ["1942-05-14T23:30:00+06:30", "1942-05-15T23:30:00+05:30"]),
+        ("Asia/Kolkata", "*/30 23 * * *", "1942-05-14T12:00:00",
+         ["1942-05-14T23:00:00+06:30", "1942-05-14T23:30:00+06:30",
+          "1942-05-14T23:00:00+05:30", "1942-05-14T23:30:00+05:30",
+          "1942-05-15T23:00:00+05:30"]),
+        ("Asia/Kolkata", "15 23 * * *", "1945-10-14T17:40:00",
+         ["1945-10-15T23:15:00+05:30"]),
+        ("Asia/Kolkata", "0 12 * * *", "1943-01-01T00:00:00",
+         ["1943-01-01T12:00:00+06:30"]),
+    ]
+
+    def test_known_answers(self):
+        for zone, expression, start, expected in self.KNOWN:
+            with self.subTest(zone=zone, expression=expression, start=start):
+                got = _chain(Cron(expression, zone), _utc(start), len(expected))
+                self.assertEqual([g.isoformat() for g in got], expected)
+                for value in got:
+                    # The fold must agree with the offset it claims.
+                    canonical = value.astimezone(UTC).astimezone(value.tzinfo)
+                    self.assertEqual((value.fold, value.utcoffset()),
+                                     (canonical.fold, canonical.utcoffset()))
+
+    def test_naive_start_inside_repeated_hour(self):
+        berlin = "Europe/Berlin"
+        first = datetime(2024, 10, 27, 2, 30)
+        second = datetime(2024, 10, 27, 2, 30, fold=1)
+        cases = [
+            ("*/20 2 * * *", first, "2024-10-27T02:40:00+02:00"),
+            ("*/20 2 * * *", second, "2024-10-27T02:40:00+01:00"),
+            ("40 2 * * *", first, "2024-10-27T02:40:00+02:00"),
+            ("40 2 * * *", second, "2024-10-28T02:40:00+01:00"),
+            ("30 2 * * *", first, "2024-10-28T02:30:00+01:00"),
+            ("*/30 2 * * *", first, "2024-10-27T02:00:00+01:00"),
+            ("*/30 2 * * *", second, "2024-10-28T02:00:00+01:00"),
+        ]
+        for expression, start, expected in cases:
+            with self.subTest(expression=expression, fold=start.fold):
+                got = Cron(expression, berlin).next_after(start)
+                self.assertEqual(got.isoformat(), expected)
+
+    def test_strictly_later_inside_repeated_hour(self):
+        for expression in ("* * * * *", "*/5 1 * * *", "5 1 * * *", "0-59 1 * * *"):
+            cron = Cron(expression, "America/New_York")
+            start = _utc("2024-11-03T04:58:00")
+            while start < _utc("2024-11-03T07:30:00"):
+                with self.subTest(expression=expression, start=start):
+                    result = cron.next_after(start)
+                    self.assertGreater(result.astimezone(UTC), start.astimezone(UTC))
+                    start = result
+
+    def test_fixed_offset_zones_have_no_dst(self):
+        cron = Cron("30 2 * * *", timezone(timedelta(hours=1)))
+        got = cron.next_after(_utc("2024-03-30T12:00:00"))
+        self.assertEqual(got.isoformat(), "2024-03-31T02:30:00+01:00")
+        cron = Cron("30 2 * * *", "Etc/GMT-1")
+        got = cron.next_after(_utc("2024-03-30T12:00:00"))
+        self.assertEqual(got.astimezone(UTC), _utc("2024-03-31T01:30:00"))
+
+
+# --- brute-force reference ---------------------------------------------------
+#
+# The reference simulates Debian's daemon one real minute at a time.  It
+# remembers the latest wall time it has seen.  A wildcard job fires whenever
+# the wall time matches.  A fixed-time job fires when the wall time moves
+# past everything seen before and some wall time it skipped over, or reached,
+# matches; a wall time seen before (clocks went back) never fires it again.
+
+
+def _weekday(year, month, day):
+    return (date(year, month, day).weekday() + 1) % 7
+
+
+def _last_weekday(year, month):
+    length = calendar.monthrange(year, month)[1]
+    days = range(1, length + 1)
+    return max(d for d in days if _weekday(year, month, d) not in (0, 6))
+
+
+def _nearest_weekday(year, month, target):
+    length = calendar.monthrange(year, month)[1]
+    if target > length:
+        return None
+    days = range(1, length + 1)
+    weekdays = [d for d in days if _weekday(year, month, d) not in (0, 6)]
+    return min(weekdays, key=lambda d: abs(d - target))
+
+
+class _Reference:
+    def __init__(self, minutes, hours, months, dom, dow, days_and, wildcard, zone):
+        self.minutes, self.hours, self.months = minutes, hours, months
+        self.dom, self.dow = dom, dow
+        self.days_and, self.wildcard, self.zone = days_and, wildcard, zone
+        self._days = {}
+
+    def _day_ok(self, year, month, day):
+        key = (year, month, day)
+        if key not in self._days:
+            dom_hit = any(test(year, month, day) for test in self.dom)
+            dow_hit = any(test(year, month, day) for test in self.dow)
+            if self.days_and:
+                self._days[key] = dom_hit and dow_hit
+            else:
+                self._days[key] = dom_hit or dow_hit
+        return self._days[key]
+
+    def matches(self, wall):
+        return (
+            wall.minute in self.minutes
+            and wall.hour in self.hours
+            and wall.month in self.months
+            and self._day_ok(wall.year, wall.month, wall.day)
+        )
+
+    def fires(self, start, end):
+        """Return the UTC instants in (start, end] at which the job fires.
+
+        *start* and *end* are naive UTC, and so are the instants returned.
+        """
+        zone = self.zone
+        now = start.replace(second=0, microsecond=0, tzinfo=UTC) - timedelta(hours=6)
+        # Aware datetimes that share a tzinfo compare and add as wall times,
+        # which is what the daemon's clock shows.
+        seen = now.astimezone(zone)
+        first, last = start.replace(tzinfo=UTC), end.replace(tzinfo=UTC)
+        result = []
+        while now <= last:
+            now += ONE_MINUTE
+            wall = now.astimezone(zone)
+            if self.wildcard:
+                fire = self.matches(wall)
+            else:
+                fire = False
+                moment = seen + ONE_MINUTE
+                while moment <= wall and not fire:
+                    fire = self.matches(moment)
+                    moment += ONE_MINUTE
+            seen = max(seen, wall)
+            if fire and first < now <= last:
+                result.append(now.replace(tzinfo=None))
+        return result
+
+
+def _random_plain(rng, low, high, hot):
+    """Return (text, values) for a random plain field."""
+    def pick():
+        return rng.choice(hot) if hot and rng.random() < 0.6 else rng.randint(low, high)
+
+    kind = rng.choice(["star", "star", "step", "one", "list", "range", "rstep", "from"])
+    if kind == "star":
+        return "*", set(range(low, high + 1))
+    if kind == "step":
+        step = rng.randint(1, (high - low) // 2 + 1)
+        return "*/%d" % step, set(range(low, high + 1, step))
+    if kind == "one":
+        value = pick()
+        return str(value), {value}
+    if kind == "list":
+        values = sorted({pick() for _ in range(rng.randint(2, 4))})
+        return ",".join(map(str, values)), set(values)
+    a, b = sorted((pick(), pick()))
+    if kind == "range":
+        return "%d-%d" % (a, b), set(range(a, b + 1))
+    step = rng.randint(1, 20)
+    if kind == "rstep":
+        return "%d-%d/%d" % (a, b, step), set(range(a, b + 1, step))
+    return "%d/%d" % (a, step), set(range(a, high + 1, step))
+
+
+def _random_dom(rng):
+    """Return (text, tests) for the day-of-month field."""
+    kind = rng.choice(["star"] * 5 + ["?", "plain", "plain", "L", "LW", "W", "mix"])
+    if kind in ("star", "?"):
+        return ("*" if kind == "star" else "?"), [lambda y, m, d: True]
+    if kind == "plain":
+        text, values = _random_plain(rng, 1, 31, [1, 15, 28, 29, 30, 31])
+        return text, [lambda y, m, d, v=values: d in v]
+    last = [lambda y, m, d: d == calendar.monthrange(y, m)[1]]
+    if kind == "L":
+        return "L", last
+    if kind == "LW":
+        return "LW", [lambda y, m, d: d == _last_weekday(y, m)]
+    target = rng.choice([1, 2, 15, 29, 30, 31, rng.randint(1, 31)])
+    nearest = [lambda y, m, d, t=target: d == _nearest_weekday(y, m, t)]
+    if kind == "W":
+        return "%dW" % target, nearest
+    value = rng.randint(1, 31)
+    return "L,%d,%dW" % (value, target), last + nearest + [
+        lambda y, m, d, v=value: d == v
+    ]
+
+
+def _random_dow(rng):
+    """Return (text, tests) for the day-of-week field."""
+    kind = rng.choice(["star"] * 5 + ["?", "plain", "name", "L", "nth", "sun"])
+    if kind in ("star", "?"):
+        return ("*" if kind == "star" else "?"), [lambda y, m, d: True]
+    if kind == "plain":
+        # Like "*", "a/n" runs to 7, which is Sunday again.
+        text, values = _random_plain(rng, 0, 7, [0, 6, 7])
+        values = {value % 7 for value in values}
+        return text, [lambda y, m, d, v=values: _weekday(y, m, d) in v]
+    if kind == "sun":
+        return "7", [lambda y, m, d: _weekday(y, m, d) == 0]
+    day = rng.randint(0, 6)
+    if kind == "name":
+        other = rng.randint(day, 6)
+        text = "%s-%s" % (DAYS[day], DAYS[other].lower())
+        return text, [lambda y, m, d, a=day, b=other: a <= _weekday(y, m, d) <= b]
+    if kind == "L":
+        text = rng.choice(["%dL" % day, "%sL" % DAYS[day]])
+        return text, [
+            lambda y, m, d, w=day: _weekday(y, m, d) == w
+            and d + 7 > calendar.monthrange(y, m)[1]
+        ]
+    nth = rng.randint(1, 5)
+    return "%d#%d" % (day, nth), [
+        lambda y, m, d, w=day, k=nth: _weekday(y, m, d) == w and (d - 1) // 7 == k - 1
+    ]
+
+
+def _random_months(rng):
+    kind = rng.choice(["star"] * 4 + ["names", "plain"])
+    if kind == "star":
+        return "*", set(range(1, 13))
+    if kind == "names":
+        a, b = sorted(rng.sample(range(1, 13), 2))
+        return "%s-%s" % (MONTHS[a - 1], MONTHS[b - 1]), set(range(a, b + 1))
+    return _random_plain(rng, 1, 12, [2, 3, 4, 10, 11])
+
+
+# (zone, first year, last year, local hours around its changes)
+ZONES = [
+    ("Europe/Berlin", 1980, 2037, [1, 2, 3]),
+    ("Europe/London", 1972, 2037, [0, 1, 2]),
+    ("America/New_York", 1970, 2037, [0, 1, 2, 3]),
+    ("Australia/Lord_Howe", 1990, 2037, [1, 2]),
+    ("Pacific/Chatham", 1990, 2037, [2, 3]),
+    ("America/Sao_Paulo", 1990, 2018, [22, 23, 0, 1]),
+    ("Asia/Kolkata", 1941, 1945, [22, 23, 0, 1]),
+    ("UTC", 2000, 2037, [0, 1, 2]),
+]
+
+
+def _transitions(zone, year):
+    """Return the UTC instants in *year* at which the zone's offset changes."""
+
+    def offset(moment):
+        return moment.replace(tzinfo=UTC).astimezone(zone).utcoffset()
+
+    found = []
+    day = datetime(year, 1, 1)
+    while day.year == year:
+        # Changes are days apart, so at most one falls inside a day; find
+        # its minute by bisection.
+        if offset(day) != offset(day + timedelta(days=1)):
+            low, high = 0, 24 * 60
+            while high - low > 1:
+                middle = (low + high) // 2
+                if offset(day + middle * ONE_MINUTE) == offset(day):
+                    low = middle
+                else:
+                    high = middle
+            found.append(day + high * ONE_MINUTE)
+        day += timedelta(days=1)
+    return found
+
+
+class CronDifferentialTests(unittest.TestCase):
+    SEED = 20240331
+    CASES = 1000
+    WINDOW = timedelta(days=2)
+
+    def test_against_brute_force_reference(self):
+        rng = random.Random(self.SEED)
+        transitions = {}
+        checked = 0
+        for _ in range(self.CASES):
+            key, first, last, hot = rng.choice(ZONES)
+            zone = ZoneInfo(key)
+            year = rng.randint(first, last)
+            if (key, year) not in transitions:
+                transitions[key, year] = _transitions(zone, year)
+            near = transitions[key, year]
+            if near and rng.random() < 0.85:
+                spread = rng.choice((90, 90, 1800))
+                shift = rng.randint(-spread, spread)
+                start = rng.choice(near) + timedelta(minutes=shift)
+            else:
+                start = datetime(year, rng.randint(1, 12), rng.randint(1, 28),
+                                 rng.randint(0, 23), rng.randint(0, 59))
+            if rng.random() < 0.3:
+                start += timedelta(seconds=rng.randint(0, 59))
+
+            minute_text, minutes = _random_plain(rng, 0, 59, [0, 15, 30, 45, 59])
+            hour_text, hours = _random_plain(rng, 0, 23, hot)
+            dom_text, dom = _random_dom(rng)
+            month_text, months = _random_months(rng)
+            dow_text, dow = _random_dow(rng)
+            if rng.random() < 0.4:
+                # A fixed-time job at the hours the clocks change, every day.
+                minutes = set(rng.sample(range(60), rng.randint(1, 4)))
+                minute_text = ",".join(map(str, sorted(minutes)))
+                hours = set(rng.sample(hot, rng.randint(1, len(hot))))
+                hour_text = ",".join(map(str, sorted(hours)))
+                dom_text, month_text, dow_text = "*", "*", "*"
+                dom = dow = [lambda y, m, d: True]
+                months = set(range(1, 13))
+            expression = " ".join(
+                (minute_text, hour_text, dom_text, month_text, dow_text)
+            )
+            try:
+                cron = Cron(expression, zone)
+            except ScheduleError:
+                continue
+            reference = _Reference(
+                minutes,
+                hours,
+                months,
+                dom,
+                dow,
+                days_and=dom_text[0] in "*?" or dow_text[0] in "*?",
+                wildcard=minute_text[0] == "*" or hour_text[0] == "*",
+                zone=zone,
+            )
+            end = start + self.WINDOW
+            expected = reference.fires(start, end)
+            got = []
+            odd = []
+            moment = start.replace(tzinfo=UTC)
+            while True:
+                moment = cron.next_after(moment)
+                instant = moment.astimezone(UTC).replace(tzinfo=None)
+                if instant > end:
+                    break
+                got.append(instant)
+                # The result must show the wall time and fold that the zone
+                # itself gives for that instant.
+                canonical = zone.fromutc(instant.replace(tzinfo=zone))
+                if (moment.replace(tzinfo=None), moment.fold) != (
+                    canonical.replace(tzinfo=None),
+                    canonical.fold,
+                ):
+                    odd.append(moment)
+            with self.subTest(zone=key, expression=expression, start=start):
+                self.assertEqual(got, expected)
+                self.assertEqual(odd, [])
+            checked += 1
+        self.assertGreater(checked, self.CASES * 0.8)
+
+
+# ---------------------------------------------------------------------------
 # Tasks
 # ---------------------------------------------------------------------------
 
@@ -329,6 +1366,19 @@ class TaskTests(RegistryMixin, unittest.TestCase):
 
         self.assertEqual(job.schedule.next_after(datetime(2026, 2, 2, tzinfo=timezone.utc)),
                          datetime(2026, 2, 2, 4, tzinfo=timezone.utc))
+
+    def test_cron_schedule(self):
+        @jits.task(name="t.cron", cron="30 2 * * 1-5", timezone="Europe/Berlin")
+        def job():
+            pass
+
+        self.assertEqual(job.schedule, Cron("30 2 * * 1-5", "Europe/Berlin"))
+        with self.assertRaisesRegex(ValueError, r'minute field: 60 is out of range 0-59'):
+            jits.task(cron="60 * * * *")(lambda: None)
+        with self.assertRaisesRegex(ValueError, "cannot be combined"):
+            jits.task(cron="* * * * *", every=5)(lambda: None)
+        with self.assertRaisesRegex(TypeError, "cron must be a str"):
+            jits.task(cron=5)(lambda: None)
 
     def test_non_callable_is_rejected(self):
         with self.assertRaisesRegex(TypeError, "needs a callable"):
@@ -686,6 +1736,21 @@ class SchedulerTests(RegistryMixin, unittest.TestCase):
             self.assertEqual(s.poll(), 1)
         self.assertEqual([c - self.calls[0] for c in self.calls], [0, 10, 20, 30, 40])
         self.assertEqual(self.calls[0] % 10, 0)
+
+    def test_cron_task_runs_on_its_slots(self):
+        @jits.task(name="t.cron5", cron="*/5 * * * *", takes_context=True)
+        def every_five(ctx):
+            self.calls.append(ctx.scheduled)
+
+        s = self.scheduler
+        s.poll()
+        for _ in range(3):
+            self.clock.wall = s.store.get("t.cron5")["due"] + 1
+            self.assertEqual(s.poll(), 1)
+        self.assertEqual([c.minute % 5 for c in self.calls], [0, 0, 0])
+        self.assertEqual([(b - a).total_seconds() for a, b in
+                          zip(self.calls, self.calls[1:])], [300, 300])
+        self.assertEqual(s.store.get("t.cron5")["schedule"], 'cron "*/5 * * * *" UTC')
 
     def test_quiet_spell_runs_once(self):
         @jits.task(name="t.minutely", every=60)
