@@ -100,6 +100,8 @@ DEFAULT_LEASE = 60.0
 MAX_RETRY_DELAY = 3600.0
 #: Standalone store file, unless JITS_DATABASE names another.
 DEFAULT_SQLITE_PATH = "jits.sqlite3"
+#: How often a store shared by several hosts re-reads the database's clock.
+CLOCK_CHECK_INTERVAL = 60.0
 #: How often a poll also looks for due rows whose task is not registered.
 UNKNOWN_CHECK_INTERVAL = 60.0
 #: How long shutdown waits for running tasks before giving their claims back.
@@ -1262,6 +1264,13 @@ class Claim:
         self.lost = False
 
 
+# The database server's clock as epoch seconds, for stores shared by hosts.
+_SQL_DB_NOW = {
+    "postgresql": "SELECT EXTRACT(EPOCH FROM clock_timestamp())",
+    "mysql": "SELECT UNIX_TIMESTAMP(NOW(6))",
+}
+
+
 class _SQLStore:
     """Store logic shared by the backends; they provide ``_transaction``.
 
@@ -1272,10 +1281,47 @@ class _SQLStore:
     """
 
     vendor = "sqlite"
+    _time = staticmethod(time.time)  # the local clock (tests skew it)
 
     def __init__(self):
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._offset = 0.0
+        self._next_clock_check = -math.inf
+
+    def now(self):
+        """Return the time that due dates and leases are compared with.
+
+        Hosts sharing a database server must agree on it even when their own
+        clocks drift apart (a host running ahead would take over leases that
+        have not ended), so it is the local clock corrected by the server's,
+        re-read every CLOCK_CHECK_INTERVAL seconds.  SQLite has no server:
+        there it is the local clock.
+        """
+        local = self._time()
+        if local >= self._next_clock_check:
+            self._check_clock(local)
+        return local + self._offset
+
+    def _check_clock(self, local):
+        sql = _SQL_DB_NOW.get(self.vendor)
+        self._next_clock_check = local + CLOCK_CHECK_INTERVAL
+        if sql is None:
+            return
+        try:
+            with self._transaction(write=False) as cur:
+                before = self._time()
+                cur.execute(sql)
+                server = float(cur.fetchone()[0])
+                after = self._time()
+        except Exception as exc:  # unreachable: keep the last offset, retry soon
+            self._next_clock_check = local + 5.0
+            logger.debug("could not read the database clock: %s", exc)
+            return
+        offset = server - (before + after) / 2
+        if abs(offset - self._offset) > 1.0:
+            logger.info("database clock differs from this host's by %.3fs", offset)
+        self._offset = offset
 
     def _sql(self, text):
         return text
@@ -1756,12 +1802,14 @@ class Scheduler:
     In blocking mode a poll starts no new run once it has taken ``budget``
     seconds (None: no limit).  ``grace`` is how long shutdown waits for
     running tasks.  ``clock`` (monotonic, for the throttle) and ``now``
-    (epoch seconds, for schedules) can be replaced, for tests.
+    (epoch seconds, for schedules and leases; by default the store's
+    ``now()``, which follows the database server's clock) can be replaced,
+    for tests.
     """
 
     def __init__(self, store=None, threaded=False, num_threads=DEFAULT_NUM_THREADS,
                  min_interval=5.0, *, queues=None, grace=DEFAULT_GRACE,
-                 budget=DEFAULT_BUDGET, clock=time.monotonic, now=time.time):
+                 budget=DEFAULT_BUDGET, clock=time.monotonic, now=None):
         if not isinstance(threaded, bool):
             raise TypeError("threaded must be True or False, got %r" % (threaded,))
         if isinstance(num_threads, bool) or not isinstance(num_threads, int):
@@ -1776,7 +1824,7 @@ class Scheduler:
         self.num_threads = num_threads
         self.queues = tuple(queues) if queues else None
         self._clock = clock
-        self._now = now
+        self._now = now or self.store.now
         self._next_poll = -math.inf
         self._next_error_log = -math.inf
         self._errors_hidden = 0

@@ -1637,6 +1637,15 @@ class StoreContract:
         self.add("j3", task="later.task", due=1000)
         self.assertEqual(self.store.unknown_tasks({"t.a"}, 100.0), ["gone.task"])
 
+    def test_now_follows_the_database_clock_not_the_hosts(self):
+        """Hosts whose clocks disagree must still agree on when leases end."""
+        skewed = self.make_store()
+        skewed._time = lambda: time.time() + 3600  # this host runs an hour fast
+        if self.store.vendor == "sqlite":
+            self.assertAlmostEqual(skewed.now() - 3600, time.time(), delta=5)
+        else:
+            self.assertAlmostEqual(skewed.now(), time.time(), delta=5)
+
     def test_nothing_due_among_many_rows(self):
         for i in range(300):
             self.add("f%03d" % i, due=10_000 + i)
