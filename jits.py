@@ -574,11 +574,12 @@ _DDL_RUN = """CREATE TABLE IF NOT EXISTS jits_run (
     error_class VARCHAR(255) NULL{run_index}
 )"""
 
-# (name, table, column).  ``finished`` on jits_job finds results old enough
-# to prune; ``job`` on jits_run reads one job's history (get_result).
+# (name, table, columns).  (due, finished) on jits_job finds finished jobs
+# (due IS NULL) old enough to prune, in order, without reading the others;
+# ``job`` on jits_run reads one job's history (get_result).
 _INDEXES = (
     ("jits_job_due", "jits_job", "due"),
-    ("jits_job_finished", "jits_job", "finished"),
+    ("jits_job_done", "jits_job", "due, finished"),
     ("jits_run_finished", "jits_run", "finished"),
     ("jits_run_job", "jits_run", "job"),
 )
@@ -601,7 +602,7 @@ _VENDOR_DDL = {
         "float": "DOUBLE",
         "text": "LONGTEXT",
         "job_index": ",\n    INDEX jits_job_due (due),\n"
-                     "    INDEX jits_job_finished (finished)",
+                     "    INDEX jits_job_done (due, finished)",
         "run_index": ",\n    INDEX jits_run_finished (finished),\n"
                      "    INDEX jits_run_job (job)",
     },
@@ -657,7 +658,7 @@ _SQL_UNKNOWN = "SELECT DISTINCT task FROM jits_job WHERE due <= %s{names} LIMIT 
 # ``finished``.  Periodic rows (schedule set) are never pruned: their row
 # is their schedule.
 _SQL_OLD_JOBS = (
-    "SELECT id FROM jits_job WHERE finished < %s AND due IS NULL "
+    "SELECT id FROM jits_job WHERE due IS NULL AND finished < %s "
     "AND schedule IS NULL ORDER BY finished LIMIT %s"
 )
 _SQL_DELETE_JOBS = (
@@ -1531,10 +1532,13 @@ class Scheduler:
         """Prune one batch if it is time to; never in a request's thread."""
         if self.result_ttl is None or now < self._next_prune or self._stopping:
             return
+        inline = self.threaded or self.prune_inline
+        if not inline and self._pruner is not None and self._pruner.is_alive():
+            return  # the last batch is still going: try again next poll
         self._next_prune = now + PRUNE_INTERVAL
-        if self.threaded or self.prune_inline:
+        if inline:
             self._prune_batch(now)
-        elif self._pruner is None or not self._pruner.is_alive():
+        else:
             # Blocking mode polls inside a request: prune beside it instead.
             self._pruner = threading.Thread(target=self._prune_batch, args=(now, True),
                                             daemon=True, name="jits-prune")
@@ -2261,8 +2265,8 @@ def _resolve_django_task(path):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise JitsError("cannot import %r for task %r: %s"
-                            % (module_name, path, exc)) from None
+            raise JitsError("refused to run %r: cannot import %r (%s)"
+                            % (path, module_name, exc)) from None
     found = getattr(module, attr, None)
     if not isinstance(found, DjangoTask):
         raise JitsError(
@@ -2364,12 +2368,13 @@ def _django_task_result(task, row, runs, args, kwargs, alias, meta):
     if running:
         worker_ids.append(row["owner"] or "unknown")
     first = min((r["started"] for r in runs), default=row["started"])
+    last = row["started"] if running or not runs else runs[-1]["started"]
     result = TaskResult(
         task=task, id=row["id"], status=status, enqueued_at=_utc(row["enqueued"]),
         started_at=None if first is None else _utc(first),
         finished_at=_utc(row["finished"]) if status in (
             TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED) else None,
-        last_attempted_at=None if row["started"] is None else _utc(row["started"]),
+        last_attempted_at=None if last is None else _utc(last),
         args=args, kwargs=kwargs, backend=alias, errors=errors, worker_ids=worker_ids)
     if status == TaskResultStatus.SUCCESSFUL and row["result"] is not None:
         object.__setattr__(result, "_return_value", json.loads(row["result"]))
