@@ -57,6 +57,8 @@ __all__ = [
     # Web integration
     "WSGIMiddleware",
     "JitsMiddleware",
+    # Django Tasks
+    "TasksBackend",
     # Command line
     "main",
 ]
@@ -110,6 +112,12 @@ DEFAULT_GRACE = 10.0
 #: backlog cannot hold one request for long (the rest is left for later
 #: polls and other processes).  None: no limit.
 DEFAULT_BUDGET = 2.0
+#: Finished jobs and run history are kept this long (JITS_RESULT_TTL).
+DEFAULT_RESULT_TTL = 7 * 86400.0
+#: Pruning deletes at most this many rows per table and batch ...
+PRUNE_BATCH = 100
+#: ... and, once it has caught up, looks again after this many seconds.
+PRUNE_INTERVAL = 300.0
 
 _ERR_JSON = (
     "{where} is {kind}, which JSON cannot hold (allowed: None, bool, int, "
@@ -1171,13 +1179,23 @@ _DDL_RUN = """CREATE TABLE IF NOT EXISTS jits_run (
     started {float} NOT NULL,
     finished {float} NOT NULL,
     outcome VARCHAR(16) NOT NULL,
-    error {text} NULL{run_index}
+    error {text} NULL,
+    error_class VARCHAR(255) NULL{run_index}
 )"""
 
-_DDL_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS jits_job_due ON jits_job (due)",
-    "CREATE INDEX IF NOT EXISTS jits_run_finished ON jits_run (finished)",
+# (name, table, columns).  (due, finished) on jits_job finds finished jobs
+# (due IS NULL) old enough to prune, in order, without reading the others;
+# ``job`` on jits_run reads one job's history (get_result).
+_INDEXES = (
+    ("jits_job_due", "jits_job", "due"),
+    ("jits_job_done", "jits_job", "due, finished"),
+    ("jits_run_finished", "jits_run", "finished"),
+    ("jits_run_job", "jits_run", "job"),
 )
+_DDL_INDEXES = tuple("CREATE INDEX IF NOT EXISTS %s ON %s (%s)" % index
+                     for index in _INDEXES)
+# Columns added after the first release, added to older tables on first use.
+_NEW_COLUMNS = (("jits_run", "error_class", "VARCHAR(255) NULL"),)
 
 # Column types and index placement per database vendor.  MySQL cannot say
 # CREATE INDEX IF NOT EXISTS, so there the indexes live in CREATE TABLE.
@@ -1192,8 +1210,10 @@ _VENDOR_DDL = {
     "mysql": {
         "float": "DOUBLE",
         "text": "LONGTEXT",
-        "job_index": ",\n    INDEX jits_job_due (due)",
-        "run_index": ",\n    INDEX jits_run_finished (finished)",
+        "job_index": ",\n    INDEX jits_job_due (due),\n"
+                     "    INDEX jits_job_done (due, finished)",
+        "run_index": ",\n    INDEX jits_run_finished (finished),\n"
+                     "    INDEX jits_run_job (job)",
     },
 }
 
@@ -1209,10 +1229,10 @@ _SQL_RESCHEDULE = (
     "UPDATE jits_job SET schedule = %s, due = %s, scheduled = %s, status = 'ready' "
     "WHERE id = %s AND schedule <> %s AND status <> 'running'"
 )
-_SQL_ANY_DUE = "SELECT 1 FROM jits_job WHERE due <= %s AND task IN ({names}){queues} LIMIT 1"
+_SQL_ANY_DUE = "SELECT 1 FROM jits_job WHERE due <= %s AND {names}{queues} LIMIT 1"
 _SQL_DUE = (
     "SELECT id, task, schedule, args, scheduled, claim, attempts FROM jits_job "
-    "WHERE due <= %s AND task IN ({names}){queues}{only} "
+    "WHERE due <= %s AND {names}{queues}{only} "
     "ORDER BY priority DESC, due LIMIT %s{lock}"
 )
 # The claim is a compare-and-set: it succeeds only if nobody claimed the
@@ -1234,13 +1254,28 @@ _SQL_FINISH = (
 )
 _SQL_INSERT_RUN = (
     "INSERT INTO jits_run (id, job, task, attempt, owner, scheduled, started, "
-    "finished, outcome, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "finished, outcome, error, error_class) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _SQL_RELEASE = (
     "UPDATE jits_job SET status = 'ready', due = %s, owner = NULL "
     "WHERE id = %s AND claim = %s AND status = 'running'"
 )
 _SQL_UNKNOWN = "SELECT DISTINCT task FROM jits_job WHERE due <= %s{names} LIMIT 20"
+# Pruning reads a batch of ids outside any write transaction, then deletes
+# them with the condition repeated; both steps are index range scans on
+# ``finished``.  Periodic rows (schedule set) are never pruned: their row
+# is their schedule.
+_SQL_OLD_JOBS = (
+    "SELECT id FROM jits_job WHERE due IS NULL AND finished < %s "
+    "AND schedule IS NULL ORDER BY finished LIMIT %s"
+)
+_SQL_DELETE_JOBS = (
+    "DELETE FROM jits_job WHERE id IN ({ids}) AND finished < %s AND due IS NULL "
+    "AND schedule IS NULL"
+)
+_SQL_OLD_RUNS = "SELECT id FROM jits_run WHERE finished < %s ORDER BY finished LIMIT %s"
+_SQL_DELETE_RUNS = "DELETE FROM jits_run WHERE id IN ({ids}) AND finished < %s"
 _SQL_GET = (
     "SELECT id, task, schedule, queue, priority, status, args, due, scheduled, "
     "owner, claim, attempts, runs, failures, enqueued, started, finished, "
@@ -1354,6 +1389,53 @@ class _SQLStore:
 
     def _create_schema(self):
         self._execute_ddl(self._schema_statements())
+        self._upgrade_schema()
+
+    def _index_names(self, cur):
+        """Return the names of the indexes on the jits tables."""
+        if self.vendor == "sqlite":
+            cur.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        elif self.vendor == "postgresql":
+            cur.execute("SELECT indexname FROM pg_indexes WHERE schemaname = "
+                        "current_schema() AND tablename IN ('jits_job', 'jits_run')")
+        else:
+            cur.execute("SELECT DISTINCT index_name FROM information_schema.statistics "
+                        "WHERE table_schema = DATABASE() "
+                        "AND table_name IN ('jits_job', 'jits_run')")
+        return {row[0].lower() for row in cur.fetchall()}
+
+    def _missing_schema(self):
+        """Return the statements that bring older jits tables up to date."""
+        statements = []
+        with self._transaction(write=False) as cur:
+            for table, column, kind in _NEW_COLUMNS:
+                cur.execute("SELECT * FROM %s WHERE 1 = 0" % table)
+                if column not in {d[0].lower() for d in cur.description}:
+                    statements.append("ALTER TABLE %s ADD COLUMN %s %s"
+                                      % (table, column, kind))
+            have = self._index_names(cur)
+        statements.extend("CREATE INDEX %s ON %s (%s)" % index
+                          for index in _INDEXES if index[0] not in have)
+        return statements
+
+    def _upgrade_schema(self):
+        """Add the columns and indexes that tables made by an older jits lack.
+
+        Checked once per store object; costs two small reads when nothing
+        is missing.
+        """
+        statements = self._missing_schema()
+        if not statements:
+            return
+        logger.info("upgrading the jits tables: %s", "; ".join(statements))
+        try:
+            self._execute_ddl(statements)
+        except Exception:
+            # Another process may be upgrading at the same moment; that is
+            # only a problem if something is still missing afterwards.
+            if self._missing_schema():
+                raise
+            logger.debug("jits tables were upgraded by another process")
 
     def _execute_ddl(self, statements):
         with self._transaction(write=True) as cur:
@@ -1402,19 +1484,26 @@ class _SQLStore:
                                                      priority, args_json, due, due, now))
 
     def claim(self, names, now, limit, owner, leases, queues=None, only=None,
-              probe=True):
-        """Atomically claim up to *limit* due rows of the tasks in *names*.
+              probe=True, prefix=None):
+        """Atomically claim up to *limit* due rows of the tasks in *names*
+        (and, with *prefix*, of every task whose name starts with it).
 
         *leases* maps a task name to its lease in seconds.  Returns a list
         of Claim.  Rows another worker took first are skipped, not waited on.
         ``probe=False`` skips the read-only look for due rows, for callers
         that just claimed a full batch and so expect more.
         """
-        if not names or limit <= 0:
+        if not (names or prefix) or limit <= 0:
             return []
         names = sorted(names)
-        marks = ", ".join(["%s"] * len(names))
         params = [now] + names
+        tests = []
+        if names:
+            tests.append("task IN (%s)" % ", ".join(["%s"] * len(names)))
+        if prefix:
+            tests.append("task LIKE %s")
+            params.append(prefix + "%")
+        marks = tests[0] if len(tests) == 1 else "(%s)" % " OR ".join(tests)
         queue_sql = only_sql = ""
         if queues:
             queue_sql = " AND queue IN (%s)" % ", ".join(["%s"] * len(queues))
@@ -1452,7 +1541,7 @@ class _SQLStore:
             return cur.rowcount == 1
 
     def finish(self, claim, status, due, scheduled, attempts, outcome, result, error,
-               started, finished, owner):
+               started, finished, owner, error_class=None):
         """Record a finished attempt; return False if the claim was lost."""
         failed = 1 if outcome == "failed" else 0
         with self._use(write=True) as cur:
@@ -1463,7 +1552,7 @@ class _SQLStore:
                 return False
             cur.execute(self._sql(_SQL_INSERT_RUN), (
                 uuid.uuid4().hex, claim.id, claim.task, claim.attempt, owner,
-                claim.scheduled, started, finished, outcome, error))
+                claim.scheduled, started, finished, outcome, error, error_class))
         return True
 
     def release(self, claim, due):
@@ -1474,15 +1563,38 @@ class _SQLStore:
 
     # -- reading ----------------------------------------------------------
 
-    def unknown_tasks(self, names, now):
-        """Return names of due rows whose task is not in *names*."""
+    def unknown_tasks(self, names, now, prefix=None):
+        """Return names of due rows whose task is not in *names* (nor, with
+        *prefix*, starts with it)."""
         names = sorted(names)
+        params = [now] + names
         clause = ""
         if names:
             clause = " AND task NOT IN (%s)" % ", ".join(["%s"] * len(names))
+        if prefix:
+            clause += " AND task NOT LIKE %s"
+            params.append(prefix + "%")
         with self._use(write=False) as cur:
-            cur.execute(self._sql(_SQL_UNKNOWN.format(names=clause)), [now] + names)
+            cur.execute(self._sql(_SQL_UNKNOWN.format(names=clause)), params)
             return sorted(row[0] for row in cur.fetchall())
+
+    def prune(self, before, limit):
+        """Delete up to *limit* finished jobs and *limit* run history rows
+        that finished before *before*; return (jobs, runs) deleted."""
+        counts = []
+        for select, delete in ((_SQL_OLD_JOBS, _SQL_DELETE_JOBS),
+                               (_SQL_OLD_RUNS, _SQL_DELETE_RUNS)):
+            with self._use(write=False) as cur:
+                cur.execute(self._sql(select), [before, limit])
+                ids = [row[0] for row in cur.fetchall()]
+            if not ids:
+                counts.append(0)
+                continue
+            sql = delete.format(ids=", ".join(["%s"] * len(ids)))
+            with self._use(write=True) as cur:
+                cur.execute(self._sql(sql), ids + [before])
+                counts.append(max(cur.rowcount, 0))
+        return tuple(counts)
 
     def get(self, job_id):
         """Return one row as a dict, or None."""
@@ -1498,13 +1610,13 @@ class _SQLStore:
     def runs(self, job_id=None):
         """Return the run history (of one job, or all), oldest first."""
         sql = ("SELECT job, task, attempt, owner, scheduled, started, finished, "
-               "outcome, error FROM jits_run")
+               "outcome, error, error_class FROM jits_run")
         params = []
         if job_id is not None:
             sql += " WHERE job = %s"
             params.append(job_id)
         fields = ["job", "task", "attempt", "owner", "scheduled", "started",
-                  "finished", "outcome", "error"]
+                  "finished", "outcome", "error", "error_class"]
         with self._use(write=False) as cur:
             cur.execute(self._sql(sql + " ORDER BY started, finished"), params)
             return [dict(zip(fields, row)) for row in cur.fetchall()]
@@ -1640,6 +1752,7 @@ class DjangoStore(_SQLStore):
         with conn.cursor() as cur:
             existing = set(conn.introspection.table_names(cur))
         if {"jits_job", "jits_run"} <= existing:
+            self._upgrade_schema()
             return
         # Two processes may race to create the tables; the loser's error is
         # harmless if the tables exist afterwards.
@@ -1799,6 +1912,11 @@ class Scheduler:
     In threaded mode ``maybe_poll()`` only wakes the background poller and
     returns 0, so the caller never waits on the store or on tasks.
 
+    ``django_tasks=True`` also runs jobs enqueued through Django's Tasks
+    framework (see TasksBackend).  Finished jobs and run history older than
+    ``result_ttl`` seconds (None: keep them) are pruned in small batches,
+    after a poll and off the request's thread.
+
     In blocking mode a poll starts no new run once it has taken ``budget``
     seconds (None: no limit).  ``grace`` is how long shutdown waits for
     running tasks.  ``clock`` (monotonic, for the throttle) and ``now``
@@ -1809,7 +1927,8 @@ class Scheduler:
 
     def __init__(self, store=None, threaded=False, num_threads=DEFAULT_NUM_THREADS,
                  min_interval=5.0, *, queues=None, grace=DEFAULT_GRACE,
-                 budget=DEFAULT_BUDGET, clock=time.monotonic, now=None):
+                 budget=DEFAULT_BUDGET, django_tasks=False,
+                 result_ttl=DEFAULT_RESULT_TTL, clock=time.monotonic, now=None):
         if not isinstance(threaded, bool):
             raise TypeError("threaded must be True or False, got %r" % (threaded,))
         if isinstance(num_threads, bool) or not isinstance(num_threads, int):
@@ -1819,6 +1938,13 @@ class Scheduler:
         self.min_interval = _check_number(min_interval, "min_interval")
         self.grace = _check_number(grace, "grace")
         self.budget = None if budget is None else _check_number(budget, "budget")
+        if result_ttl is not None:
+            result_ttl = _check_number(result_ttl, "result_ttl")
+        self.result_ttl = result_ttl
+        self.django_tasks = bool(django_tasks)
+        #: Prune in the polling thread (a worker process) instead of a
+        #: short-lived helper thread (a web process in blocking mode).
+        self.prune_inline = False
         self.store = store if store is not None else _default_store()
         self.threaded = threaded
         self.num_threads = num_threads
@@ -1829,6 +1955,7 @@ class Scheduler:
         self._next_error_log = -math.inf
         self._errors_hidden = 0
         self._next_unknown_check = -math.inf
+        self._next_prune = -math.inf
         self._warned_unknown = set()
         self._synced_version = None
         self._names = frozenset()
@@ -1848,6 +1975,7 @@ class Scheduler:
         self._pool = None
         self._poller = None
         self._keeper = None
+        self._pruner = None
         self._wake_poller = threading.Event()
         self._wake_keeper = threading.Event()
         self.owner = "%s:%d" % (socket.gethostname(), os.getpid())
@@ -1920,7 +2048,7 @@ class Scheduler:
         job_id = self.enqueue(task_obj, None, (), {})
         names = self._sync(self._now())
         for claim in self.store.claim(names, self._now(), 1, self.owner, self._leases,
-                                      only=job_id):
+                                      only=job_id, prefix=self._prefix()):
             self._execute(claim)
         return self.store.get(job_id)
 
@@ -1959,21 +2087,31 @@ class Scheduler:
             self._log_error("jits could not poll its store %r", self.store, exc)
             return 0
 
+    def _prefix(self):
+        return _DJANGO_PREFIX if self.django_tasks else None
+
     def _poll_once(self):
         now = self._now()
         names = self._sync(now)
         if now >= self._next_unknown_check:
             self._next_unknown_check = now + UNKNOWN_CHECK_INTERVAL
             self._report_unknown(names, now)
-        if self.threaded:
-            return self._dispatch(names)
+        try:
+            if self.threaded:
+                return self._dispatch(names)
+            return self._run_due(names)
+        finally:
+            self._maybe_prune(now)
+
+    def _run_due(self, names):
         started = 0
         deadline = math.inf if self.budget is None else self._clock() + self.budget
         # Blocking mode claims one row at a time, so that other processes
         # can take the rest of a backlog while this one is busy.
         while not self._stopping and self._clock() < deadline:
             claims = self.store.claim(names, self._now(), 1, self.owner, self._leases,
-                                      self.queues, probe=not started)
+                                      self.queues, probe=not started,
+                                      prefix=self._prefix())
             if not claims:
                 break
             self._execute(claims[0])
@@ -1988,7 +2126,8 @@ class Scheduler:
                 self._backlog = True
                 break
             claims = self.store.claim(names, self._now(), free, self.owner, self._leases,
-                                      self.queues, probe=not self._backlog)
+                                      self.queues, probe=not self._backlog,
+                                      prefix=self._prefix())
             for claim in claims:
                 if not self._track(claim):
                     continue
@@ -2030,12 +2169,50 @@ class Scheduler:
         return self._names
 
     def _report_unknown(self, names, now):
-        for name in self.store.unknown_tasks(names, now):
+        for name in self.store.unknown_tasks(names, now, self._prefix()):
             if name not in self._warned_unknown:
                 self._warned_unknown.add(name)
                 logger.warning(
                     "the store has due runs of task %r, which is not registered in "
                     "this process; they are left alone", name)
+
+    def prune(self, now=None, limit=PRUNE_BATCH):
+        """Delete one batch of finished jobs and run history older than
+        ``result_ttl``; return (jobs, runs) deleted."""
+        if self.result_ttl is None:
+            return (0, 0)
+        now = self._now() if now is None else now
+        counts = self.store.prune(now - self.result_ttl, limit)
+        if any(counts):
+            logger.debug("pruned %d finished job(s) and %d run(s)", *counts)
+        return counts
+
+    def _maybe_prune(self, now):
+        """Prune one batch if it is time to; never in a request's thread."""
+        if self.result_ttl is None or now < self._next_prune or self._stopping:
+            return
+        inline = self.threaded or self.prune_inline
+        if not inline and self._pruner is not None and self._pruner.is_alive():
+            return  # the last batch is still going: try again next poll
+        self._next_prune = now + PRUNE_INTERVAL
+        if inline:
+            self._prune_batch(now)
+        else:
+            # Blocking mode polls inside a request: prune beside it instead.
+            self._pruner = threading.Thread(target=self._prune_batch, args=(now, True),
+                                            daemon=True, name="jits-prune")
+            self._pruner.start()
+
+    def _prune_batch(self, now, own_thread=False):
+        try:
+            counts = self.prune(now)
+            if max(counts) >= PRUNE_BATCH:
+                self._next_prune = now  # more to do: another batch next poll
+        except Exception as exc:
+            self._log_error("jits could not prune old results from %r", self.store, exc)
+        finally:
+            if own_thread:
+                _release_django_connections(close=True)
 
     def _log_error(self, message, subject, exc):
         """Log a store error at most once per interval, with a count of the rest."""
@@ -2074,6 +2251,8 @@ class Scheduler:
         """Run one claimed row and record its outcome; never raises Exception."""
         self._track(claim)
         task_obj = registry.get(claim.task)
+        if task_obj is None and claim.task.startswith(_DJANGO_PREFIX):
+            return _execute_django_task(self, claim)
         started = self._now()
         result = error = None
         try:
@@ -2106,7 +2285,8 @@ class Scheduler:
         logger.info("%s %s in %.3fs", claim.task, outcome, finished - started)
         self._record(claim, task_obj, outcome, result, error, started, finished)
 
-    def _record(self, claim, task_obj, outcome, result, error, started, finished):
+    def _record(self, claim, task_obj, outcome, result, error, started, finished,
+                error_class=None):
         retries = task_obj.retries if task_obj is not None else 0
         schedule = task_obj.schedule if task_obj is not None else None
         if outcome == "failed" and claim.attempt <= retries:
@@ -2130,7 +2310,8 @@ class Scheduler:
             status, due, scheduled, attempts = outcome, None, claim.scheduled, claim.attempt
         try:
             kept = self.store.finish(claim, status, due, scheduled, attempts, outcome,
-                                     result, error, started, finished, self.owner)
+                                     result, error, started, finished, self.owner,
+                                     error_class)
         except Exception as exc:
             self._log_error("jits could not record the outcome of job %s (it will run "
                             "again when its lease ends)", claim.id, exc)
@@ -2138,6 +2319,7 @@ class Scheduler:
         if not kept:
             logger.warning("job %s (%s) lost its claim before it finished; another "
                            "worker may have run it again", claim.id, claim.task)
+        return kept
 
     def _give_back(self, claim):
         try:
@@ -2240,11 +2422,12 @@ def _lookup(name):
         ) from None
 
 
-def _release_django_connections(keep=False):
+def _release_django_connections(keep=False, close=False):
     """In a jits thread, close Django's connections as a request's end would.
 
     With *keep* (a backlog is being worked off) only broken connections are
-    closed: reconnecting for every job would cost more than the jobs.
+    closed: reconnecting for every job would cost more than the jobs.  With
+    *close* (the thread is about to end) all of them are closed.
     """
     if "django.db" not in sys.modules or not _django_configured():
         return
@@ -2252,7 +2435,9 @@ def _release_django_connections(keep=False):
 
     for conn in connections.all(initialized_only=True):
         try:
-            if not keep:
+            if close:
+                conn.close()
+            elif not keep:
                 conn.close_if_unusable_or_obsolete()
             elif conn.connection is not None and conn.errors_occurred:
                 if conn.is_usable():
@@ -2276,6 +2461,8 @@ _SETTINGS = (
     ("JITS_NUM_THREADS", DEFAULT_NUM_THREADS, "jits.E002", "an int >= 1"),
     ("JITS_MIN_SECONDS", DEFAULT_MIN_SECONDS, "jits.E003", "a number >= 0"),
     ("JITS_MIN_MINUTES", DEFAULT_MIN_MINUTES, "jits.E004", "a number >= 0"),
+    ("JITS_RESULT_TTL", DEFAULT_RESULT_TTL, "jits.E006",
+     "a number of seconds >= 0, or None to keep results"),
 )
 
 
@@ -2286,6 +2473,8 @@ def _settings_problems(values):
         value = values.get(name, _default_value)
         if name == "JITS_THREADED":
             ok = isinstance(value, bool)
+        elif name == "JITS_RESULT_TTL" and value is None:
+            ok = True
         elif name == "JITS_NUM_THREADS":
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
         else:
@@ -2327,6 +2516,8 @@ def _django_options():
         "threaded": values["JITS_THREADED"],
         "num_threads": values["JITS_NUM_THREADS"],
         "min_interval": values["JITS_MIN_MINUTES"] * 60 + values["JITS_MIN_SECONDS"],
+        "result_ttl": values["JITS_RESULT_TTL"],
+        "django_tasks": _uses_tasks_backend(),
     }
 
 
@@ -2548,6 +2739,375 @@ _install_module_names()
 
 
 # ---------------------------------------------------------------------------
+# Django Tasks: a backend for django.tasks (Django 6) whose jobs live in the
+# jits store and are run by the same polls, exactly once, with results.
+# ---------------------------------------------------------------------------
+
+# A Django task's job row is named _DJANGO_PREFIX + the task's module path;
+# its ``args`` column holds [args, kwargs, {"backend": alias, "run_after":
+# epoch or null}].  The row names a function, so running it is guarded:
+# the path must lead, without walking attributes, to a django.tasks.Task
+# in a module that is already imported or belongs to an installed app.
+_DJANGO_PREFIX = "django:"
+_OPTIONS = {"RETRIES": "an int >= 0", "RETRY_DELAY": "a number of seconds >= 0"}
+_STATUS = {"ready": "READY", "running": "RUNNING", "succeeded": "SUCCESSFUL",
+           "failed": "FAILED"}
+_tasks_backend = None
+
+
+def __getattr__(name):
+    """Build TasksBackend on first use, so importing jits never imports Django."""
+    if name == "TasksBackend":
+        return _tasks_backend_class()
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
+
+def _tasks_backend_class():
+    global _tasks_backend
+    if _tasks_backend is None:
+        try:
+            from django.tasks.backends.base import BaseTaskBackend
+        except ImportError:
+            _tasks_backend = _unavailable_backend()
+        else:
+            _tasks_backend = _build_tasks_backend(BaseTaskBackend)
+    return _tasks_backend
+
+
+def _unavailable_backend():
+    class TasksBackend:
+        """Stands in for the backend where django.tasks (Django 6) is missing."""
+
+        def __init__(self, alias=None, params=None):
+            try:
+                import django
+
+                found = "Django %s" % django.get_version()
+            except ImportError:
+                found = "no Django"
+            raise JitsError("jits.TasksBackend needs Django 6.0 or newer "
+                            "(django.tasks); found %s" % found)
+
+    return TasksBackend
+
+
+def _build_tasks_backend(base):
+    from django.tasks.exceptions import InvalidTask, InvalidTaskBackend
+
+    class TasksBackend(base):
+        """Django Tasks backend: jobs in the jits store, run just in time.
+
+        ``TASKS = {"default": {"BACKEND": "jits.TasksBackend"}}``.  Enqueued
+        tasks are stored in the jits store (JITS_DATABASE) and run by the
+        next poll of any process sharing it: a request through
+        JitsMiddleware, or ``python -m jits worker``.  OPTIONS: ``RETRIES``
+        (default 0) and ``RETRY_DELAY`` (seconds, default 10; doubled on
+        each retry, capped at MAX_RETRY_DELAY).
+        """
+
+        supports_defer = True
+        supports_async_task = True
+        supports_get_result = True
+        supports_priority = True
+
+        #: Read by the scheduler when it records an outcome (no schedule:
+        #: Django tasks run once, with up to ``retries`` retries).
+        schedule = None
+
+        def __init__(self, alias, params):
+            super().__init__(alias, params)
+            unknown = sorted(set(self.options) - set(_OPTIONS))
+            if unknown:
+                raise InvalidTaskBackend(
+                    "TASKS[%r]['OPTIONS'] has unknown key(s) %s (allowed: %s)"
+                    % (alias, ", ".join(map(repr, unknown)), ", ".join(_OPTIONS)))
+            retries = self.options.get("RETRIES", 0)
+            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                raise InvalidTaskBackend(
+                    "TASKS[%r]['OPTIONS']['RETRIES'] must be %s, got %r"
+                    % (alias, _OPTIONS["RETRIES"], retries))
+            try:
+                delay = _check_number(self.options.get("RETRY_DELAY", 10.0),
+                                      "TASKS[%r]['OPTIONS']['RETRY_DELAY']" % alias)
+            except (TypeError, ValueError) as exc:
+                raise InvalidTaskBackend(str(exc)) from None
+            self.retries = retries
+            self.retry_delay = delay
+
+        def validate_task(self, task):
+            super().validate_task(task)
+            if len(task.queue_name) > 64:
+                raise InvalidTask("Queue name %r is longer than the 64 characters "
+                                  "jits can store." % (task.queue_name,))
+            if len(_DJANGO_PREFIX + task.module_path) > 200:
+                raise InvalidTask("Task path %r is longer than the %d characters "
+                                  "jits can store." % (task.module_path,
+                                                       200 - len(_DJANGO_PREFIX)))
+
+        def enqueue(self, task, args, kwargs):
+            return _django_enqueue(self, task, args, kwargs)
+
+        def get_result(self, result_id):
+            return _django_get_result(self, result_id)
+
+        def check(self, **kwargs):
+            return list(super().check(**kwargs)) + _tasks_backend_checks(self)
+
+    TasksBackend.__module__ = "jits"
+    TasksBackend.__qualname__ = "TasksBackend"
+    return TasksBackend
+
+
+def _uses_tasks_backend():
+    """Return True when Django's TASKS setting names jits.TasksBackend."""
+    from django.conf import settings
+
+    tasks = getattr(settings, "TASKS", None)
+    if not isinstance(tasks, dict):
+        return False
+    try:
+        from django.tasks.backends.base import BaseTaskBackend  # noqa: F401
+    except ImportError:
+        return False
+    from django.utils.module_loading import import_string
+
+    ours = _tasks_backend_class()
+    for params in tasks.values():
+        path = params.get("BACKEND") if isinstance(params, dict) else None
+        if not isinstance(path, str):
+            continue
+        try:
+            found = import_string(path)
+        except ImportError:
+            continue
+        if isinstance(found, type) and issubclass(found, ours):
+            return True
+    return False
+
+
+def _tasks_backend_checks(backend):
+    """Warn when nothing in this project would ever run the enqueued tasks."""
+    from django.conf import settings
+    from django.core.checks import Warning
+
+    middleware = getattr(settings, "MIDDLEWARE", None) or []
+    names = {"jits.middleware.JitsMiddleware", "jits.JitsMiddleware"}
+    if names & set(middleware):
+        return []
+    return [Warning(
+        "TASKS[%r] uses jits.TasksBackend, but JitsMiddleware is not in "
+        "MIDDLEWARE, so requests will not run the tasks" % backend.alias,
+        hint="add 'jits.middleware.JitsMiddleware' to MIDDLEWARE, or run "
+             "'python -m jits worker'",
+        id="jits.W001")]
+
+
+def _resolve_django_task(path):
+    """Return the django.tasks.Task at *path*, or raise JitsError.
+
+    Only a module that is already imported, or that belongs to an installed
+    app, is imported; the object must be a module attribute and a Task.
+    """
+    from django.tasks import Task as DjangoTask
+
+    module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise JitsError("stored task %r is not a dotted path 'module.name'" % (path,))
+    module = sys.modules.get(module_name)
+    if module is None:
+        from django.apps import apps
+
+        if apps.get_containing_app_config(module_name) is None:
+            raise JitsError(
+                "refused to run %r: module %r is neither imported nor part of an "
+                "installed app" % (path, module_name))
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise JitsError("refused to run %r: cannot import %r (%s)"
+                            % (path, module_name, exc)) from None
+    found = getattr(module, attr, None)
+    if not isinstance(found, DjangoTask):
+        raise JitsError(
+            "refused to run %r: it is %s, not a Django task (only functions "
+            "decorated with django.tasks.task run from the store)"
+            % (path, "missing" if found is None else "a %s" % type(found).__name__))
+    return found
+
+
+def _class_path(cls):
+    return "%s.%s" % (cls.__module__, cls.__qualname__)
+
+
+def _load_payload(text):
+    """Return [args, kwargs, meta] of a Django task's row, or raise JitsError."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not (isinstance(data, list) and len(data) == 3 and isinstance(data[0], list)
+            and isinstance(data[1], dict) and isinstance(data[2], dict)):
+        raise JitsError("stored arguments %r are not [args, kwargs, meta]" % (text,))
+    return data
+
+
+def _django_enqueue(backend, task, args, kwargs):
+    """Store a call of a Django task; return its TaskResult (READY)."""
+    from django.tasks import TaskResult, TaskResultStatus
+    from django.tasks.exceptions import InvalidTask
+    from django.tasks.signals import task_enqueued
+
+    backend.validate_task(task)
+    # The row keeps only the path, so the task must be found there again.
+    try:
+        found = _resolve_django_task(task.module_path)
+    except JitsError as exc:
+        raise InvalidTask(str(exc)) from None
+    if found.func is not task.func:
+        raise InvalidTask("%r does not lead back to this task's function"
+                          % (task.module_path,))
+    scheduler = _default or default_scheduler()
+    now = scheduler._now()
+    job_id = uuid.uuid4().hex
+    result = TaskResult(task=task, id=job_id, status=TaskResultStatus.READY,
+                        enqueued_at=_utc(now), started_at=None, finished_at=None,
+                        last_attempted_at=None, args=list(args), kwargs=dict(kwargs),
+                        backend=backend.alias, errors=[], worker_ids=[])
+    _dump_args(result.args, result.kwargs)  # raises TypeError for non-JSON
+    run_after = None if task.run_after is None else _epoch(task.run_after)
+    payload = json.dumps([result.args, result.kwargs,
+                          {"backend": backend.alias, "run_after": run_after}],
+                         separators=(",", ":"))
+    scheduler.store.enqueue(job_id, _DJANGO_PREFIX + task.module_path, payload,
+                            now if run_after is None else run_after, task.queue_name,
+                            task.priority, now)
+    logger.debug("enqueued Django task %s as job %s", task.module_path, job_id)
+    task_enqueued.send(type(backend), task_result=result)
+    return result
+
+
+def _django_get_result(backend, result_id):
+    from django.tasks.exceptions import TaskResultDoesNotExist
+
+    store = (_default or default_scheduler()).store
+    row = store.get(result_id) if isinstance(result_id, str) else None
+    if row is None or not row["task"].startswith(_DJANGO_PREFIX):
+        raise TaskResultDoesNotExist(result_id)
+    try:
+        task = _resolve_django_task(row["task"][len(_DJANGO_PREFIX):])
+        args, kwargs, meta = _load_payload(row["args"])
+    except JitsError as exc:
+        raise TaskResultDoesNotExist("%s: %s" % (result_id, exc)) from None
+    return _django_task_result(task, row, store.runs(result_id), args, kwargs,
+                               meta.get("backend") or backend.alias, meta)
+
+
+def _django_task_result(task, row, runs, args, kwargs, alias, meta):
+    """Build the TaskResult of a stored row and its run history."""
+    from django.tasks import TaskResult, TaskResultStatus
+    from django.tasks.base import TaskError
+
+    run_after = meta.get("run_after")
+    try:
+        task = task.using(priority=row["priority"], queue_name=row["queue"],
+                          backend=alias,
+                          run_after=None if run_after is None else _utc(run_after))
+    except Exception:  # settings changed since (queue or backend gone)
+        logger.debug("job %s is shown with its task's defaults", row["id"],
+                     exc_info=True)
+    status = TaskResultStatus(_STATUS[row["status"]])
+    running = status == TaskResultStatus.RUNNING
+    errors = [TaskError(exception_class_path=r["error_class"] or _class_path(JitsError),
+                        traceback=r["error"] or "")
+              for r in runs if r["outcome"] == "failed"]
+    # An attempt whose worker died left no history: keep it counted.
+    worker_ids = [r["owner"] or "unknown" for r in runs]
+    lost = row["attempts"] - len(runs) - (1 if running else 0)
+    worker_ids += ["unknown"] * max(lost, 0)
+    if running:
+        worker_ids.append(row["owner"] or "unknown")
+    first = min((r["started"] for r in runs), default=row["started"])
+    last = row["started"] if running or not runs else runs[-1]["started"]
+    result = TaskResult(
+        task=task, id=row["id"], status=status, enqueued_at=_utc(row["enqueued"]),
+        started_at=None if first is None else _utc(first),
+        finished_at=_utc(row["finished"]) if status in (
+            TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED) else None,
+        last_attempted_at=None if last is None else _utc(last),
+        args=args, kwargs=kwargs, backend=alias, errors=errors, worker_ids=worker_ids)
+    if status == TaskResultStatus.SUCCESSFUL and row["result"] is not None:
+        object.__setattr__(result, "_return_value", json.loads(row["result"]))
+    return result
+
+
+def _execute_django_task(scheduler, claim):
+    """Run one claimed Django task row; the Django side of Scheduler._execute."""
+    from django.tasks import TaskContext, TaskResultStatus, task_backends
+    from django.tasks.base import TaskError
+    from django.tasks.signals import task_finished, task_started
+    from django.utils.json import normalize_json
+
+    path = claim.task[len(_DJANGO_PREFIX):]
+    started = scheduler._now()
+    try:
+        args, kwargs, meta = _load_payload(claim.args)
+        task = _resolve_django_task(path)
+        backend = task_backends[meta.get("backend") or "default"]
+        if not isinstance(backend, _tasks_backend_class()):
+            raise JitsError("backend %r is not a jits.TasksBackend" % (backend.alias,))
+        row = scheduler.store.get(claim.id)
+        result = _django_task_result(task, row, scheduler.store.runs(claim.id), args,
+                                     kwargs, backend.alias, meta)
+    except Exception as exc:
+        # A tampered or stale row: refuse it, record why, run nothing.
+        logger.error("job %s (%s) refused: %s", claim.id, claim.task, exc)
+        scheduler._untrack(claim)
+        scheduler._record(claim, None, "failed", None, traceback.format_exc(),
+                          started, scheduler._now(), _class_path(type(exc)))
+        return
+
+    def finish(status, finished):
+        object.__setattr__(result, "status", status)
+        if status != TaskResultStatus.READY:  # READY: a retry is due later
+            object.__setattr__(result, "finished_at", _utc(finished))
+        task_finished.send(type(backend), task_result=result)
+
+    task_started.send(type(backend), task_result=result)
+    logger.info("running %s (job %s, attempt %d)", claim.task, claim.id, claim.attempt)
+    try:
+        if result.task.takes_context:
+            value = result.task.call(TaskContext(task_result=result), *args, **kwargs)
+        else:
+            value = result.task.call(*args, **kwargs)
+        value = normalize_json(value)
+        encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except Exception as exc:
+        finished = scheduler._now()
+        scheduler._untrack(claim)
+        logger.exception("task %s failed (job %s, attempt %d)", claim.task, claim.id,
+                         claim.attempt)
+        error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        kind = _class_path(type(exc))
+        scheduler._record(claim, backend, "failed", None, error, started, finished,
+                          kind)
+        result.errors.append(TaskError(exception_class_path=kind, traceback=error))
+        retry = claim.attempt <= backend.retries
+        # Sent inside the except block, so that receivers see the exception.
+        finish(TaskResultStatus.READY if retry else TaskResultStatus.FAILED, finished)
+        return
+    except BaseException:
+        scheduler._untrack(claim)
+        scheduler._give_back(claim)
+        raise
+    finished = scheduler._now()
+    scheduler._untrack(claim)
+    logger.info("%s succeeded in %.3fs", claim.task, finished - started)
+    scheduler._record(claim, backend, "succeeded", encoded, None, started, finished)
+    object.__setattr__(result, "_return_value", value)
+    finish(TaskResultStatus.SUCCESSFUL, finished)
+
+
+# ---------------------------------------------------------------------------
 # Command line: python -m jits [--settings S | --database PATH] COMMAND
 # ---------------------------------------------------------------------------
 
@@ -2701,23 +3261,64 @@ def _cmd_demo(seconds):
     return 0
 
 
+def _cmd_worker(scheduler, interval):
+    """Poll every *interval* seconds until SIGINT or SIGTERM.
+
+    The first signal lets the running task finish and then stops; a second
+    one interrupts the task, whose claim is given back to the store.
+    """
+    import signal
+
+    stop = threading.Event()
+    received = []
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        scheduler._stopping = True  # claim nothing more
+        stop.set()
+        if len(received) > 1:
+            raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    scheduler.prune_inline = True
+    _out("jits worker %s: polling %r every %gs (stop with Ctrl-C or SIGTERM)"
+         % (scheduler.owner, scheduler.store, interval))
+    runs = 0
+    try:
+        while not stop.is_set():
+            runs += scheduler.poll()
+            _release_django_connections()
+            stop.wait(interval)
+    except KeyboardInterrupt:
+        _err("jits worker interrupted; the running task was given back")
+        return 1
+    _out("jits worker stopped after %d run(s)" % runs)
+    return 0
+
+
 def _setup_cli(args):
     """Return the scheduler the command works on (Django's or standalone)."""
     sys.path.insert(0, os.getcwd())
     settings_module = args.settings or (
         None if args.database else os.environ.get("DJANGO_SETTINGS_MODULE"))
+    options = {}
     if settings_module:
         os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
         _require_django("--settings")
         import django
 
         django.setup()
-        store = default_scheduler().store
+        default = default_scheduler()
+        store = default.store
+        options = {"django_tasks": default.django_tasks,
+                   "result_ttl": default.result_ttl}
     else:
         store = SQLiteStore(args.database)
     for name in args.imports:
         importlib.import_module(name)
-    return Scheduler(store, threaded=False, min_interval=0)
+    return Scheduler(store, threaded=False, min_interval=0,
+                     queues=getattr(args, "queues", None) or None, **options)
 
 
 def main(argv=None):
@@ -2740,6 +3341,13 @@ def main(argv=None):
     run.add_argument("name")
     commands.add_parser("poll", help="run what is due, once")
     commands.add_parser("init", help="create the store's tables")
+    worker = commands.add_parser("worker", help="poll every few seconds until "
+                                 "stopped (SIGINT or SIGTERM)")
+    worker.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
+                        help="seconds between polls (default 5)")
+    worker.add_argument("--queue", dest="queues", action="append", default=[],
+                        metavar="NAME", help="run only jobs of this queue "
+                        "(repeatable; default: all queues)")
     demo = commands.add_parser("demo", help="watch jits work on a tiny web app")
     demo.add_argument("--seconds", type=float, default=12.0)
     args = parser.parse_args(argv)
@@ -2750,6 +3358,10 @@ def main(argv=None):
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.command == "demo":
         return _cmd_demo(args.seconds)
+    if args.command == "worker" and not (
+            math.isfinite(args.interval) and args.interval > 0):
+        parser.error("--interval must be a number of seconds > 0, got %r"
+                     % (args.interval,))
     try:
         scheduler = _setup_cli(args)
         if args.command == "init":
@@ -2760,6 +3372,8 @@ def main(argv=None):
             return _cmd_list(scheduler)
         if args.command == "run":
             return _cmd_run(scheduler, args.name)
+        if args.command == "worker":
+            return _cmd_worker(scheduler, args.interval)
         return _cmd_poll(scheduler)
     except (JitsError, sqlite3.Error, ImportError) as exc:
         _err("jits: %s" % exc)

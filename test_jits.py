@@ -61,6 +61,7 @@ def _driver(name):
         return False
 
 
+HAVE_TASKS = django is not None and _driver("django.tasks")  # Django 6
 HAVE_PG = django is not None and _driver("psycopg") and _port_open(5432)
 HAVE_MY = django is not None and _driver("MySQLdb") and _port_open(3306)
 
@@ -82,6 +83,95 @@ def _databases():
     return databases
 
 
+# A small Django app with django.tasks tasks, written into TMP so that other
+# processes (the worker, get_result readers) import the very same module.
+TASKS_APP = {
+    "__init__.py": "",
+    "tasks.py": """
+        import asyncio
+        import os
+
+        from django.tasks import default_task_backend, task
+
+        CALLS = []
+
+
+        @task
+        def add(a, b):
+            CALLS.append(("add", a, b))
+            return a + b
+
+
+        @task
+        async def double(x):
+            await asyncio.sleep(0)
+            CALLS.append(("double", x))
+            return x * 2
+
+
+        @task
+        def record(label):
+            CALLS.append(("record", label))
+            return label
+
+
+        @task(queue_name="mail", priority=5)
+        def send(to):
+            CALLS.append(("send", to))
+            return {"sent": to}
+
+
+        @task
+        def fail(message):
+            raise ValueError(message)
+
+
+        @task(takes_context=True)
+        def with_context(context, label):
+            seen = default_task_backend.get_result(context.task_result.id)
+            CALLS.append(("context", context.attempt))
+            return {"attempt": context.attempt, "id": context.task_result.id,
+                    "status_seen": seen.status, "label": label}
+
+
+        @task(backend="retrying", takes_context=True)
+        def flaky(context, failures):
+            if context.attempt <= failures:
+                raise RuntimeError("attempt %d fails" % context.attempt)
+            return context.attempt
+
+
+        @task
+        def ledger(path, n):
+            with open(path, "a") as f:
+                f.write("%d %d\\n" % (n, os.getpid()))
+            return n
+
+
+        def plain(path):
+            # Not a task: a stored row naming it must never run it.
+            open(path, "w").close()
+    """,
+}
+# Imported only by name from a tampered row: it must never be imported.
+SIDE_EFFECT_MODULE = """
+    import os
+    open(os.environ.get("JITS_SIDE_EFFECT", "side-effect"), "w").close()
+    boom = None
+"""
+TASKS_SETTING = {
+    "default": {"BACKEND": "jits.TasksBackend", "QUEUES": ["default", "mail"]},
+    "retrying": {"BACKEND": "jits.TasksBackend",
+                 "OPTIONS": {"RETRIES": 2, "RETRY_DELAY": 0}},
+}
+os.makedirs(os.path.join(TMP, "jitstasks"))
+for _name, _text in TASKS_APP.items():
+    with open(os.path.join(TMP, "jitstasks", _name), "w") as _f:
+        _f.write(textwrap.dedent(_text))
+with open(os.path.join(TMP, "jits_side_effect.py"), "w") as _f:
+    _f.write(textwrap.dedent(SIDE_EFFECT_MODULE))
+sys.path.insert(0, TMP)
+
 if django is not None and not dj_settings.configured:
     dj_settings.configure(
         DEBUG=False,
@@ -90,9 +180,11 @@ if django is not None and not dj_settings.configured:
         USE_TZ=True,
         TIME_ZONE="UTC",
         DATABASES=_databases(),
-        INSTALLED_APPS=["django.contrib.contenttypes", "jits.app"],
+        INSTALLED_APPS=["django.contrib.contenttypes", "jits.app"]
+        + (["jitstasks"] if HAVE_TASKS else []),
         MIDDLEWARE=["jits.middleware.JitsMiddleware"],
         ROOT_URLCONF=__name__,
+        TASKS=TASKS_SETTING,  # only read by Django 6
         JITS_MIN_SECONDS=0,
         LOGGING_CONFIG=None,
     )
@@ -2625,6 +2717,642 @@ class GunicornProjectTests(ProjectMixin, unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("shop.tasks.tick", out.stdout)
         self.assertIn("shop.tasks.tock", out.stdout)
+
+
+# ---------------------------------------------------------------------------
+# Retries of jits tasks, result TTL pruning, schema upgrade
+# ---------------------------------------------------------------------------
+
+
+class RetryTests(RegistryMixin, unittest.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.scheduler, self.clock = self.memory_scheduler()
+
+    def test_each_error_attempt_count_and_final_failure_are_kept(self):
+        @jits.task(name="t.flaky", retries=3, retry_delay=1000)
+        def flaky():
+            raise ValueError("failure %d" % (len(self.scheduler.store.runs()) + 1))
+
+        s = self.scheduler
+        job = s.enqueue(flaky, None, (), {})
+        delays = []
+        with self.assertLogs("jits", "WARNING") as logs:
+            for _ in range(4):
+                self.assertEqual(s.poll(), 1)
+                row = s.store.get(job)
+                if row["due"] is not None:
+                    delays.append(row["due"] - self.clock.wall)
+                    self.clock.advance(row["due"] - self.clock.wall)
+        # Exponential backoff from retry_delay, capped at MAX_RETRY_DELAY.
+        self.assertEqual(delays, [1000, 2000, jits.MAX_RETRY_DELAY])
+        self.assertEqual(sum("will be retried" in line for line in logs.output), 3)
+        row = s.store.get(job)
+        self.assertEqual((row["status"], row["outcome"], row["attempts"],
+                          row["failures"], row["runs"]), ("failed", "failed", 4, 4, 4))
+        self.assertIn("ValueError: failure 4", row["error"])
+        runs = s.store.runs(job)
+        self.assertEqual([r["attempt"] for r in runs], [1, 2, 3, 4])
+        for n, run in enumerate(runs, 1):
+            self.assertEqual(run["outcome"], "failed")
+            self.assertIn("ValueError: failure %d" % n, run["error"])
+        self.assertEqual(s.poll(), 0)
+
+    def test_success_after_retries_keeps_the_earlier_errors(self):
+        @jits.task(name="t.second", retries=2, retry_delay=5, takes_context=True)
+        def second(ctx):
+            if ctx.attempt == 1:
+                raise RuntimeError("first try")
+            return ctx.attempt
+
+        s = self.scheduler
+        job = s.enqueue(second, None, (), {})
+        with self.assertLogs("jits", "WARNING"):
+            s.poll()
+        self.clock.advance(5)
+        s.poll()
+        row = s.store.get(job)
+        self.assertEqual((row["status"], row["attempts"], row["failures"],
+                          row["result"]), ("succeeded", 2, 1, "2"))
+        self.assertEqual([(r["attempt"], r["outcome"]) for r in s.store.runs(job)],
+                         [(1, "failed"), (2, "succeeded")])
+        self.assertIn("RuntimeError: first try", s.store.runs(job)[0]["error"])
+
+
+class ResultTTLTests(RegistryMixin, unittest.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.scheduler, self.clock = self.memory_scheduler(result_ttl=100)
+        self.task = jits.task(name="t.job")(lambda: None)
+
+    def finished_jobs(self, count):
+        s = self.scheduler
+        jobs = [s.enqueue(self.task, None, (), {}) for _ in range(count)]
+        s.poll()
+        if s._pruner is not None:
+            s._pruner.join(10)
+        self.assertEqual({s.store.get(j)["status"] for j in jobs}, {"succeeded"})
+        return jobs
+
+    def test_prune_keeps_recent_results_and_periodic_rows(self):
+        jits.task(name="t.tick", every=10)(lambda: None)
+        s = self.scheduler
+        s.poll()
+        self.clock.advance(10)
+        old = self.finished_jobs(3)
+        self.clock.advance(60)
+        recent = self.finished_jobs(2)
+        self.assertEqual(s.prune(), (0, 0))
+        self.clock.advance(50)
+        self.assertEqual(s.prune(), (3, 4))  # three jobs, their runs and a tick's
+        self.assertTrue(all(s.store.get(j) is None for j in old))
+        self.assertTrue(all(s.store.get(j) is not None for j in recent))
+        self.assertIsNotNone(s.store.get("t.tick"))
+        self.assertEqual(len(s.store.runs()), 3)  # the recent jobs' and a tick's
+
+    def test_pruning_goes_in_small_batches(self):
+        self.finished_jobs(250)
+        self.clock.advance(101)
+        self.assertEqual(self.scheduler.prune(limit=100), (100, 100))
+        self.assertEqual(self.scheduler.prune(limit=100), (100, 100))
+        self.assertEqual(self.scheduler.prune(limit=100), (50, 50))
+        self.assertEqual(self.scheduler.prune(limit=100), (0, 0))
+
+    def test_poll_prunes_one_batch_off_the_request_thread(self):
+        s = self.scheduler
+        self.finished_jobs(jits.PRUNE_BATCH + 20)  # these polls found nothing old
+        self.clock.advance(jits.PRUNE_INTERVAL)
+        seen = []
+        original = s.prune
+
+        def watched(*args, **kwargs):
+            seen.append(threading.current_thread().name)
+            return original(*args, **kwargs)
+
+        s.prune = watched
+
+        def poll_and_wait():
+            s.poll()
+            if s._pruner is not None:
+                s._pruner.join(10)
+            return len(s.store.rows())
+
+        self.assertEqual(poll_and_wait(), 20)  # one full batch per poll
+        self.assertEqual(poll_and_wait(), 0)  # a full batch: more next poll
+        self.assertEqual(seen, ["jits-prune", "jits-prune"])
+        poll_and_wait()
+        self.assertEqual(len(seen), 2)  # caught up: waits PRUNE_INTERVAL
+        self.clock.advance(jits.PRUNE_INTERVAL)
+        poll_and_wait()
+        self.assertEqual(len(seen), 3)
+
+    def test_none_keeps_everything(self):
+        scheduler, clock = self.memory_scheduler(result_ttl=None)
+        scheduler.enqueue(self.task, None, (), {})
+        scheduler.poll()
+        clock.advance(10 ** 8)
+        self.assertEqual(scheduler.prune(), (0, 0))
+        self.assertEqual(len(scheduler.store.rows()), 1)
+        with self.assertRaisesRegex(ValueError, "result_ttl must be a number >= 0"):
+            jits.Scheduler(jits.SQLiteStore(":memory:"), result_ttl=-1)
+
+    def test_prune_queries_use_indexes(self):
+        store = self.scheduler.store
+        store.ensure_schema()
+        for sql in (jits._SQL_OLD_JOBS, jits._SQL_OLD_RUNS):
+            with store._transaction(write=False) as cur:
+                cur.execute("EXPLAIN QUERY PLAN " + store._sql(sql), [1.0, 10])
+                plan = " ".join(str(row[-1]) for row in cur.fetchall())
+            self.assertRegex(plan, r"USING (COVERING )?INDEX "
+                                   r"(jits_job_done|jits_run_finished)")
+            self.assertNotIn("TEMP B-TREE", plan)  # no sort: the index is in order
+        with store._transaction(write=False) as cur:
+            cur.execute("EXPLAIN QUERY PLAN SELECT * FROM jits_run WHERE job = ?",
+                        ["x"])
+            self.assertIn("jits_run_job", " ".join(str(r[-1]) for r in cur.fetchall()))
+
+
+class SchemaUpgradeTests(unittest.TestCase):
+    def test_tables_of_an_older_jits_get_the_new_column_and_indexes(self):
+        path = tempfile.mktemp(dir=TMP, suffix=".sqlite3")
+        ddl = jits._VENDOR_DDL["sqlite"]
+        conn = sqlite3.connect(path)
+        conn.execute(jits._DDL_JOB.format(**ddl))
+        conn.execute(jits._DDL_RUN.format(**ddl).replace(
+            ",\n    error_class VARCHAR(255) NULL", ""))
+        conn.execute("CREATE INDEX jits_job_due ON jits_job (due)")
+        conn.commit()
+        conn.close()
+        store = jits.SQLiteStore(path)
+        with self.assertLogs("jits", "INFO") as logs:
+            store.ensure_schema()
+        self.assertIn("ALTER TABLE jits_run ADD COLUMN error_class", logs.output[0])
+        self.assertEqual(store._missing_schema(), [])
+        with store._transaction(write=False) as cur:
+            self.assertTrue({"jits_job_done", "jits_run_job"}
+                            <= store._index_names(cur))
+
+
+@needs_django
+class ResultTTLSettingTests(unittest.TestCase):
+    def test_setting_default_and_check(self):
+        from django.core.checks import run_checks
+        from django.test import override_settings
+
+        self.assertEqual(jits._django_options()["result_ttl"], 7 * 86400)
+        with override_settings(JITS_RESULT_TTL=None):
+            self.assertIsNone(jits._django_options()["result_ttl"])
+        for bad in (-1, "7d"):
+            with self.subTest(bad=bad), override_settings(JITS_RESULT_TTL=bad):
+                errors = [e for e in run_checks() if e.id.startswith("jits.")]
+                self.assertEqual([e.id for e in errors], ["jits.E006"])
+                self.assertIn("JITS_RESULT_TTL must be a number of seconds >= 0",
+                              errors[0].msg)
+
+
+# ---------------------------------------------------------------------------
+# Django Tasks backend (Django 6): enqueue through Django, run on requests
+# ---------------------------------------------------------------------------
+
+needs_tasks = unittest.skipUnless(
+    HAVE_TASKS, "django.tasks needs Django 6.0 or newer (found %s)"
+    % (django.get_version() if django is not None else "no Django"))
+
+
+def _subprocess_env():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, TMP]),
+               DJANGO_SETTINGS_MODULE="jits_tasks_settings")
+    env.pop("JITS_DATABASE", None)
+    return env
+
+
+def _write_tasks_settings():
+    """Write settings for other processes: same database, apps and TASKS."""
+    path = os.path.join(TMP, "jits_tasks_settings.py")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(textwrap.dedent("""
+                SECRET_KEY = "jits-tests"
+                USE_TZ = True
+                TIME_ZONE = "UTC"
+                DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
+                                         "NAME": %r, "OPTIONS": {"timeout": 20}}}
+                INSTALLED_APPS = ["django.contrib.contenttypes", "jits.app",
+                                  "jitstasks"]
+                MIDDLEWARE = ["jits.middleware.JitsMiddleware"]
+                TASKS = %r
+                JITS_MIN_SECONDS = 0
+            """ % (dj_settings.DATABASES["default"]["NAME"], TASKS_SETTING)))
+
+
+@needs_tasks
+class DjangoTasksTests(RegistryMixin, unittest.TestCase):
+    def setUp(self):
+        super().setUp()
+        from django.test import Client
+        from jitstasks import tasks
+
+        self.tasks = tasks
+        tasks.CALLS.clear()
+        self.scheduler = self.use_scheduler()
+        store = self.scheduler.store
+        store.ensure_schema()
+        with store._transaction(write=True) as cur:
+            cur.execute("DELETE FROM jits_job")
+            cur.execute("DELETE FROM jits_run")
+        self.client = Client()
+
+    def use_scheduler(self, **options):
+        options.setdefault("min_interval", 0)
+        options.setdefault("django_tasks", True)
+        scheduler = jits.Scheduler(jits.DjangoStore("default"), **options)
+        old = jits._default
+        jits._default = scheduler
+        self.addCleanup(setattr, jits, "_default", old)
+        self.addCleanup(scheduler.shutdown, 1)
+        return scheduler
+
+    def request(self):
+        self.assertEqual(self.client.get("/").status_code, 200)
+
+    def test_backend_declares_what_it_supports(self):
+        from django.tasks import task_backends
+        from django.tasks.backends.base import BaseTaskBackend
+
+        default_task_backend = task_backends["default"]
+        self.assertIsInstance(default_task_backend, jits.TasksBackend)
+        self.assertIsInstance(default_task_backend, BaseTaskBackend)
+        for feature in ("supports_defer", "supports_async_task", "supports_get_result",
+                        "supports_priority"):
+            self.assertIs(getattr(default_task_backend, feature), True, feature)
+        self.assertEqual(default_task_backend.queues, {"default", "mail"})
+        self.assertTrue(jits._django_options()["django_tasks"])
+
+    def test_enqueue_returns_ready_and_a_later_request_runs_it(self):
+        from django.tasks import TaskResultStatus, default_task_backend
+
+        result = self.tasks.add.enqueue(2, 3)
+        self.assertEqual(result.status, TaskResultStatus.READY)
+        self.assertEqual((result.args, result.kwargs, result.backend),
+                         ([2, 3], {}, "default"))
+        self.assertIsNotNone(result.enqueued_at)
+        self.assertEqual(self.tasks.CALLS, [])
+        stored = default_task_backend.get_result(result.id)
+        self.assertEqual((stored.status, stored.attempts), (TaskResultStatus.READY, 0))
+        self.request()
+        self.assertEqual(self.tasks.CALLS, [("add", 2, 3)])
+        result.refresh()
+        self.assertEqual(result.status, TaskResultStatus.SUCCESSFUL)
+        self.assertEqual(result.return_value, 5)
+        self.assertEqual((result.attempts, result.worker_ids),
+                         (1, [self.scheduler.owner]))
+        self.assertLessEqual(result.enqueued_at, result.started_at)
+        self.assertEqual(result.started_at, result.last_attempted_at)
+        self.assertLessEqual(result.started_at, result.finished_at)
+        self.assertEqual(self.tasks.add.get_result(result.id).return_value, 5)
+        self.request()  # exactly once: nothing runs it again
+        self.assertEqual(len(self.tasks.CALLS), 1)
+
+    def test_async_function_and_async_api(self):
+        from django.tasks import TaskResultStatus
+
+        first = self.tasks.double.enqueue(21)
+        second = asyncio.run(self.tasks.double.aenqueue(x=4))
+        self.request()
+        self.assertEqual(self.tasks.double.get_result(first.id).return_value, 42)
+        again = asyncio.run(self.tasks.double.aget_result(second.id))
+        self.assertEqual((again.status, again.return_value, again.kwargs),
+                         (TaskResultStatus.SUCCESSFUL, 8, {"x": 4}))
+
+    def test_run_after_defers_the_run(self):
+        from django.tasks import TaskResultStatus
+        from django.utils import timezone as dj_timezone
+
+        clock = FakeClock(start=time.time())
+        self.use_scheduler(now=clock.now)
+        when = dj_timezone.now() + timedelta(hours=1)
+        later = self.tasks.record.using(run_after=when).enqueue("later")
+        now = self.tasks.record.enqueue("now")
+        self.request()
+        self.assertEqual(self.tasks.CALLS, [("record", "now")])
+        pending = self.tasks.record.get_result(later.id)
+        self.assertEqual(pending.status, TaskResultStatus.READY)
+        self.assertEqual(pending.task.run_after.timestamp(),
+                         round(when.timestamp(), 6))
+        self.assertEqual(self.tasks.record.get_result(now.id).task.run_after, None)
+        clock.advance(3601)
+        self.request()
+        self.assertEqual(self.tasks.CALLS[-1], ("record", "later"))
+        self.assertEqual(self.tasks.record.get_result(later.id).return_value, "later")
+
+    def test_higher_priority_runs_first(self):
+        for label, priority in (("low", -5), ("top", 100), ("plain", 0),
+                                ("bottom", -100), ("high", 10)):
+            self.tasks.record.using(priority=priority).enqueue(label)
+        self.request()
+        self.assertEqual([c[1] for c in self.tasks.CALLS],
+                         ["top", "high", "plain", "low", "bottom"])
+
+    def test_queue_name_selects_among_queues(self):
+        from django.tasks import TaskResultStatus
+
+        mail = self.tasks.send.enqueue("a@example.com")
+        plain = self.tasks.add.enqueue(1, 1)
+        moved = self.tasks.add.using(queue_name="mail").enqueue(2, 2)
+        self.assertEqual((mail.task.queue_name, mail.task.priority), ("mail", 5))
+        self.use_scheduler(queues=("mail",))
+        self.request()
+        self.assertEqual(sorted(self.tasks.CALLS),
+                         [("add", 2, 2), ("send", "a@example.com")])
+        self.assertEqual(self.tasks.add.get_result(plain.id).status,
+                         TaskResultStatus.READY)
+        self.assertEqual(self.tasks.add.get_result(moved.id).task.queue_name, "mail")
+        self.use_scheduler()
+        self.request()
+        self.assertEqual(self.tasks.add.get_result(plain.id).return_value, 2)
+
+    def test_failure_records_exception_class_and_traceback(self):
+        from django.tasks import TaskResultStatus
+
+        result = self.tasks.fail.enqueue("bad input")
+        with self.assertLogs("jits", "ERROR"):
+            self.request()
+        result.refresh()
+        self.assertEqual(result.status, TaskResultStatus.FAILED)
+        self.assertIsNotNone(result.finished_at)
+        self.assertEqual(len(result.errors), 1)
+        error = result.errors[0]
+        self.assertEqual(error.exception_class_path, "builtins.ValueError")
+        self.assertIs(error.exception_class, ValueError)
+        self.assertIn("Traceback (most recent call last)", error.traceback)
+        self.assertIn("ValueError: bad input", error.traceback)
+        with self.assertRaisesRegex(ValueError, "Task failed"):
+            result.return_value
+        run = self.scheduler.store.runs(result.id)[0]
+        self.assertEqual((run["outcome"], run["error_class"]),
+                         ("failed", "builtins.ValueError"))
+
+    def test_context_gives_attempt_and_own_result(self):
+        result = self.tasks.with_context.enqueue("ctx")
+        self.request()
+        value = self.tasks.with_context.get_result(result.id).return_value
+        self.assertEqual(value, {"attempt": 1, "id": result.id,
+                                 "status_seen": "RUNNING", "label": "ctx"})
+
+    def test_retries_from_backend_options(self):
+        from django.tasks import TaskResultStatus
+
+        recovers = self.tasks.flaky.enqueue(2)
+        gives_up = self.tasks.flaky.enqueue(5)
+        self.assertEqual(recovers.backend, "retrying")
+        with self.assertLogs("jits", "WARNING"):
+            self.request()
+        ok = self.tasks.flaky.get_result(recovers.id)
+        self.assertEqual((ok.status, ok.return_value, ok.attempts),
+                         (TaskResultStatus.SUCCESSFUL, 3, 3))
+        self.assertEqual([e.traceback.strip().splitlines()[-1] for e in ok.errors],
+                         ["RuntimeError: attempt 1 fails",
+                          "RuntimeError: attempt 2 fails"])
+        bad = self.tasks.flaky.get_result(gives_up.id)
+        self.assertEqual((bad.status, bad.attempts, len(bad.errors)),
+                         (TaskResultStatus.FAILED, 3, 3))
+
+    def test_signals_are_sent(self):
+        from django.tasks.signals import task_enqueued, task_finished, task_started
+
+        seen = []
+        for signal in (task_enqueued, task_started, task_finished):
+            def receiver(sender, task_result, signal=signal, **kwargs):
+                seen.append((signal, sender, task_result.task.name,
+                             str(task_result.status)))
+
+            signal.connect(receiver, weak=False, dispatch_uid="jits-test-%d" % id(signal))
+            self.addCleanup(signal.disconnect, dispatch_uid="jits-test-%d" % id(signal))
+        self.tasks.add.enqueue(1, 2)
+        self.tasks.fail.enqueue("no")
+        with self.assertLogs("jits", "ERROR"):
+            self.request()
+        backend = type(jits.TasksBackend("x", {}))
+        self.assertEqual(seen, [
+            (task_enqueued, backend, "add", "READY"),
+            (task_enqueued, backend, "fail", "READY"),
+            (task_started, backend, "add", "RUNNING"),
+            (task_finished, backend, "add", "SUCCESSFUL"),
+            (task_started, backend, "fail", "RUNNING"),
+            (task_finished, backend, "fail", "FAILED"),
+        ])
+
+    def test_invalid_tasks_are_rejected_with_djangos_errors(self):
+        from django.tasks import task
+        from django.tasks.exceptions import InvalidTask, InvalidTaskBackend
+
+        def local():
+            pass
+
+        with self.assertRaisesRegex(InvalidTask, "must be defined at a module level"):
+            task(local)
+        with self.assertRaisesRegex(InvalidTask, "first argument of 'context'"):
+            task(takes_context=True)(self.tasks.plain)
+        with self.assertRaisesRegex(InvalidTask, "priority must be a whole number"):
+            self.tasks.add.using(priority=101)
+        with self.assertRaisesRegex(InvalidTask, "Queue 'nope' is not valid"):
+            self.tasks.add.using(queue_name="nope")
+        with self.assertRaisesRegex(InvalidTask, "must be an aware datetime"):
+            self.tasks.add.using(run_after=datetime(2030, 1, 1))
+        with self.assertRaisesRegex(InvalidTask, "it is a function, not a Django task"):
+            task(self.tasks.plain).enqueue("x")
+        with self.assertRaises(TypeError):
+            self.tasks.add.enqueue(object(), 1)
+        with self.assertRaisesRegex(TypeError, "a key of argument 0 is 1"):
+            self.tasks.add.enqueue({1: "one"}, 1)
+        with self.assertRaisesRegex(InvalidTaskBackend, r"unknown key\(s\) 'RETRYS' "
+                                    r"\(allowed: RETRIES, RETRY_DELAY\)"):
+            jits.TasksBackend("x", {"OPTIONS": {"RETRYS": 1}})
+        with self.assertRaisesRegex(InvalidTaskBackend, "RETRIES'] must be an int"):
+            jits.TasksBackend("x", {"OPTIONS": {"RETRIES": -1}})
+        self.assertEqual(self.scheduler.store.rows(), [])
+
+    def test_tampered_rows_are_refused_and_recorded_failed(self):
+        from django.tasks import default_task_backend
+        from django.tasks.exceptions import TaskResultDoesNotExist
+
+        store = self.scheduler.store
+        marker = os.path.join(tempfile.mkdtemp(dir=TMP), "ran")
+        side_effect = os.path.join(os.path.dirname(marker), "imported")
+        os.environ["JITS_SIDE_EFFECT"] = side_effect
+        self.addCleanup(os.environ.pop, "JITS_SIDE_EFFECT", None)
+        rows = {
+            "plain": ("jitstasks.tasks.plain", [marker]),
+            "system": ("os.system", ["touch " + marker]),
+            "import": ("jits_side_effect.boom", []),
+            "walk": ("jitstasks.tasks.os.remove", [marker]),
+        }
+        for job_id, (path, args) in rows.items():
+            payload = json.dumps([args, {}, {"backend": "default", "run_after": None}])
+            store.enqueue(job_id, "django:" + path, payload, 0.0, "default", 0, 0.0)
+        with self.assertLogs("jits", "ERROR") as logs:
+            self.request()
+        self.assertEqual(len(logs.output), 4)
+        self.assertFalse(os.path.exists(marker))
+        self.assertFalse(os.path.exists(side_effect))
+        self.assertNotIn("jits_side_effect", sys.modules)
+        for job_id in rows:
+            row = store.get(job_id)
+            self.assertEqual((row["status"], row["outcome"], row["attempts"]),
+                             ("failed", "failed", 1), job_id)
+            run = store.runs(job_id)[0]
+            self.assertEqual(run["error_class"], "jits.JitsError")
+            self.assertIn("refused to run", run["error"])
+            with self.assertRaises(TaskResultDoesNotExist):
+                default_task_backend.get_result(job_id)
+        self.assertIn("neither imported nor part of an installed app",
+                      store.runs("import")[0]["error"])
+        self.assertIn("not a Django task", store.runs("system")[0]["error"])
+        with self.assertRaises(TaskResultDoesNotExist):
+            default_task_backend.get_result("no-such-id")
+
+    def test_scheduler_without_django_tasks_leaves_the_rows_alone(self):
+        result = self.tasks.add.enqueue(1, 1)
+        self.use_scheduler(django_tasks=False)
+        with self.assertLogs("jits", "WARNING") as logs:
+            self.request()
+        self.assertIn("not registered in this process", logs.output[0])
+        self.assertEqual(self.tasks.CALLS, [])
+        self.assertEqual(self.scheduler.store.get(result.id)["status"], "ready")
+
+    def test_missing_middleware_is_a_check_warning(self):
+        from django.test import override_settings
+
+        with override_settings(MIDDLEWARE=[]):
+            warnings = jits.TasksBackend("x", {}).check()
+        self.assertEqual([w.id for w in warnings], ["jits.W001"])
+        self.assertEqual(jits.TasksBackend("x", {}).check(), [])
+
+    def test_results_are_read_back_from_another_process(self):
+        from django.utils import timezone as dj_timezone
+
+        _write_tasks_settings()
+        done = self.tasks.add.enqueue(20, 22)
+        failed = self.tasks.fail.enqueue("elsewhere")
+        waiting = self.tasks.record.using(
+            run_after=dj_timezone.now() + timedelta(days=1)).enqueue("tomorrow")
+        with self.assertLogs("jits", "ERROR"):
+            self.request()
+        code = textwrap.dedent("""
+            import json, sys
+            import django
+            django.setup()
+            from django.tasks import default_task_backend
+            out = []
+            for result_id in sys.argv[1:]:
+                r = default_task_backend.get_result(result_id)
+                out.append({
+                    "status": str(r.status), "path": r.task.module_path,
+                    "value": r.return_value if r.status == "SUCCESSFUL" else None,
+                    "attempts": r.attempts, "workers": r.worker_ids,
+                    "errors": [e.exception_class_path for e in r.errors],
+                    "traceback": [e.traceback for e in r.errors],
+                    "times": [None if t is None else t.isoformat() for t in (
+                        r.enqueued_at, r.started_at, r.finished_at,
+                        r.last_attempted_at)],
+                })
+            print(json.dumps(out))
+        """)
+        out = subprocess.run([sys.executable, "-c", code, done.id, failed.id,
+                              waiting.id], capture_output=True, text=True, timeout=60,
+                             cwd=TMP, env=_subprocess_env())
+        self.assertEqual(out.returncode, 0, out.stderr)
+        first, second, third = json.loads(out.stdout)
+        self.assertEqual((first["status"], first["value"], first["attempts"],
+                          first["workers"], first["path"]),
+                         ("SUCCESSFUL", 42, 1, [self.scheduler.owner],
+                          "jitstasks.tasks.add"))
+        self.assertTrue(all(first["times"]))
+        self.assertEqual((second["status"], second["errors"]),
+                         ("FAILED", ["builtins.ValueError"]))
+        self.assertIn("ValueError: elsewhere", second["traceback"][0])
+        self.assertEqual((third["status"], third["attempts"], third["times"][1:]),
+                         ("READY", 0, [None, None, None]))
+
+
+@needs_tasks
+class WorkerCommandTests(unittest.TestCase):
+    def setUp(self):
+        _write_tasks_settings()
+        store = jits.DjangoStore("default")
+        store.ensure_schema()
+        with store._transaction(write=True) as cur:
+            cur.execute("DELETE FROM jits_job")
+            cur.execute("DELETE FROM jits_run")
+        scheduler = jits.Scheduler(store, min_interval=0, django_tasks=True)
+        old = jits._default
+        jits._default = scheduler
+        self.addCleanup(setattr, jits, "_default", old)
+        self.addCleanup(scheduler.shutdown, 1)
+        self.scheduler = scheduler
+
+    def start_worker(self, *args):
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "jits", "worker"] + list(args), cwd=TMP,
+            env=_subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+
+        def stop():
+            if worker.poll() is None:
+                worker.kill()
+            worker.communicate(timeout=30)
+
+        self.addCleanup(stop)
+        return worker
+
+    def test_worker_runs_due_jobs_alongside_requests_and_stops_on_sigterm(self):
+        import signal
+
+        from django.test import Client
+        from jitstasks import tasks
+
+        path = os.path.join(tempfile.mkdtemp(dir=TMP), "ledger")
+        worker = self.start_worker("--interval", "0.2")
+        # With no request at all, the worker alone runs a job.
+        alone = tasks.ledger.enqueue(path, -1)
+        self.assertTrue(wait_for(
+            lambda: tasks.ledger.get_result(alone.id).is_finished, timeout=30))
+        self.assertEqual(tasks.ledger.get_result(alone.id).worker_ids[0].split(":")[-1],
+                         str(worker.pid))
+        # Then requests and the worker share a batch: each job runs once.
+        results = [tasks.ledger.enqueue(path, n) for n in range(60)]
+        client = Client()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            self.assertEqual(client.get("/").status_code, 200)
+            if all(tasks.ledger.get_result(r.id).is_finished for r in results):
+                break
+        self.assertTrue(all(tasks.ledger.get_result(r.id).status == "SUCCESSFUL"
+                            for r in results))
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+        self.assertEqual(worker.returncode, 0, err)
+        self.assertIn("jits worker", out)
+        self.assertRegex(out, r"jits worker stopped after \d+ run\(s\)")
+        with open(path) as f:
+            lines = [line.split() for line in f]
+        self.assertEqual(sorted(int(n) for n, _ in lines), list(range(-1, 60)))
+        sys.stderr.write("\n[worker + requests] jobs=61 by pid: %s\n" % {
+            pid: sum(1 for _, p in lines if p == pid) for pid in {p for _, p in lines}})
+
+    def test_worker_rejects_a_bad_interval(self):
+        worker = self.start_worker("--interval", "0")
+        out, err = worker.communicate(timeout=30)
+        self.assertEqual(worker.returncode, 2)
+        self.assertIn("--interval must be a number of seconds > 0", err)
+
+
+@unittest.skipIf(HAVE_TASKS, "django.tasks is available here")
+class TasksBackendWithoutDjangoTasksTests(unittest.TestCase):
+    def test_backend_explains_what_it_needs(self):
+        with self.assertRaisesRegex(jits.JitsError,
+                                    r"needs Django 6\.0 or newer \(django\.tasks\)"):
+            jits.TasksBackend("default", {})
 
 
 if __name__ == "__main__":
