@@ -976,6 +976,20 @@ class Task:
     def __call__(self, *args, **kwargs):
         return self.func(*args, **kwargs)
 
+    def check_call(self, args, kwargs):
+        """Raise TypeError unless the function accepts these arguments."""
+        try:
+            signature = inspect.signature(self.func)
+        except (TypeError, ValueError):  # some builtins have no signature
+            return
+        if self.takes_context:
+            args = (None,) + tuple(args)
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError("task %s%s cannot take these arguments: %s"
+                            % (self.name, signature, exc)) from None
+
     def __repr__(self):
         return "<jits.Task %s%s>" % (
             self.name,
@@ -1019,8 +1033,11 @@ def task(func=None, *, name=None, every=None, at=None, cron=None, timezone=None,
 
     def register(fn):
         if not callable(fn):
-            raise TypeError("jits.task needs a callable, got %r" % (fn,))
-        task_name = name or "%s.%s" % (fn.__module__, fn.__qualname__)
+            hint = ""
+            if isinstance(fn, (int, float, timedelta)) and not isinstance(fn, bool):
+                hint = " (for a periodic task write @jits.task(every=%r))" % (fn,)
+            raise TypeError("jits.task needs a callable, got %r%s" % (fn, hint))
+        task_name = name or "%s.%s" % (_module_name(fn), fn.__qualname__)
         obj = Task(fn, task_name, schedule, lease, retries, retry_delay, queue,
                    priority, takes_context)
         _register(obj)
@@ -1034,6 +1051,24 @@ def task(func=None, *, name=None, every=None, at=None, cron=None, timezone=None,
             "@jits.task(name=%r)" % (func, func)
         )
     return register(func)
+
+
+def _module_name(func):
+    """Return the name other processes import *func*'s module by.
+
+    A script run as ``python app.py`` is ``__main__`` in its own process but
+    ``app`` in every process that imports it (a WSGI server, the command
+    line), and stored task names must agree between the two.
+    """
+    module = getattr(func, "__module__", None) or "?"
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return spec.name
+    path = getattr(main, "__file__", None)
+    return os.path.splitext(os.path.basename(path))[0] if path else module
 
 
 def _make_schedule(every, at, cron, zone):
@@ -1108,7 +1143,8 @@ def _check_json(value, where):
             _check_json(item, "%s[%r]" % (where, key))
         return
     raise TypeError(
-        _ERR_JSON.format(where=where, kind="a %s (%r)" % (type(value).__name__, value))
+        _ERR_JSON.format(where=where,
+                         kind="of type %s (%r)" % (type(value).__name__, value))
     )
 
 
@@ -1607,6 +1643,19 @@ class _SQLStore:
             cur.execute(self._sql(_SQL_GET + " " + where), list(params))
             return [dict(zip(_GET_FIELDS, row)) for row in cur.fetchall()]
 
+    def task_summary(self):
+        """Return {task: (runs, failures, last finished, last outcome)} from
+        the run history (for listings)."""
+        sql = ("SELECT r.task, m.runs, m.failures, r.finished, r.outcome "
+               "FROM jits_run r JOIN (SELECT task, COUNT(*) AS runs, "
+               "SUM(CASE WHEN outcome = 'failed' THEN 1 ELSE 0 END) AS failures, "
+               "MAX(finished) AS last FROM jits_run GROUP BY task) m "
+               "ON r.task = m.task AND r.finished = m.last")
+        with self._use(write=False) as cur:
+            cur.execute(sql)
+            return {row[0]: (int(row[1]), int(row[2] or 0), row[3], row[4])
+                    for row in cur.fetchall()}
+
     def runs(self, job_id=None):
         """Return the run history (of one job, or all), oldest first."""
         sql = ("SELECT job, task, attempt, owner, scheduled, started, finished, "
@@ -1635,6 +1684,10 @@ class SQLiteStore(_SQLStore):
         super().__init__()
         path = path or os.environ.get("JITS_DATABASE") or DEFAULT_SQLITE_PATH
         self.path = path if path == ":memory:" else os.path.abspath(path)
+        folder = os.path.dirname(self.path)
+        if path != ":memory:" and not os.path.isdir(folder):
+            raise StoreError("the folder of the SQLite store %r does not exist (create "
+                             "%s first)" % (path, folder))
         self.timeout = _check_number(timeout, "timeout")
         self._local = threading.local()
         self._memory = None
@@ -1945,6 +1998,9 @@ class Scheduler:
         #: Prune in the polling thread (a worker process) instead of a
         #: short-lived helper thread (a web process in blocking mode).
         self.prune_inline = False
+        if store is not None and not isinstance(store, _SQLStore):
+            raise TypeError("store must be a jits store such as SQLiteStore(path) or "
+                            "DjangoStore(alias), got %r" % (store,))
         self.store = store if store is not None else _default_store()
         self.threaded = threaded
         self.num_threads = num_threads
@@ -2023,13 +2079,15 @@ class Scheduler:
         """Store a job for *task_obj*; *when* is None, a datetime or a timedelta."""
         if not isinstance(task_obj, Task):
             task_obj = _lookup(task_obj)
+        task_obj.check_call(args, kwargs)
         payload = _dump_args(args, kwargs)
         now = self._now()
         if when is None:
             due = now
         elif isinstance(when, timedelta):
             if when < timedelta(0):
-                raise ValueError("enqueue_at() needs a timedelta >= 0, got %r" % (when,))
+                raise ValueError("enqueue_at() needs a timedelta >= 0, got %gs"
+                                 % when.total_seconds())
             due = now + when.total_seconds()
         elif isinstance(when, datetime):
             due = _epoch(when)
@@ -2042,10 +2100,10 @@ class Scheduler:
         logger.debug("enqueued %s as job %s, due %s", task_obj.name, job_id, due)
         return job_id
 
-    def run_now(self, name):
+    def run_now(self, name, args=(), kwargs=None):
         """Run a registered task at once, through the store; return its row."""
         task_obj = _lookup(name)
-        job_id = self.enqueue(task_obj, None, (), {})
+        job_id = self.enqueue(task_obj, None, tuple(args), dict(kwargs or {}))
         names = self._sync(self._now())
         for claim in self.store.claim(names, self._now(), 1, self.owner, self._leases,
                                       only=job_id, prefix=self._prefix()):
@@ -3126,7 +3184,8 @@ def _err(line):
 def _when(seconds):
     if seconds is None:
         return "-"
-    return _utc(seconds).astimezone(_default_timezone()).strftime("%Y-%m-%d %H:%M:%S")
+    moment = _utc(seconds).astimezone(_default_timezone())
+    return moment.strftime("%Y-%m-%d %H:%M:%S ") + (moment.tzname() or "")
 
 
 def _table(header, rows):
@@ -3150,16 +3209,22 @@ def _cmd_list(scheduler):
             next_run = "running since " + _when(r["started"])
         else:
             next_run = _when(r["due"])
+            if r["due"] is not None and r["due"] <= scheduler._now():
+                next_run += " (due)"
         outcome = r["outcome"] or "-"
         if r["failures"]:
             outcome += " (%d failed of %d)" % (r["failures"], r["runs"])
         known = "" if r["task"] in registry else " (not registered here)"
         tasks.append((r["task"] + known, r["schedule"], next_run, _when(r["finished"]),
                       outcome))
+    history = scheduler.store.task_summary()
     for name in sorted(set(registry) - stored):
         obj = registry[name]
+        runs, failures, finished, outcome = history.get(name, (0, 0, None, None))
+        if failures:
+            outcome += " (%d failed of %d)" % (failures, runs)
         tasks.append((name, obj.schedule.describe() if obj.schedule else "on demand",
-                      "-", "-", "-"))
+                      "-", _when(finished), outcome or "-"))
     _out(*_table(("TASK", "SCHEDULE", "NEXT RUN", "LAST RUN", "LAST OUTCOME"), tasks))
     _out("", "%d pending job(s)" % len(jobs))
     if jobs:
@@ -3169,8 +3234,18 @@ def _cmd_list(scheduler):
     return 0
 
 
-def _cmd_run(scheduler, name):
-    row = scheduler.run_now(name)
+def _cmd_run(scheduler, name, args_json="[]", kwargs_json="{}"):
+    try:
+        args, kwargs = json.loads(args_json), json.loads(kwargs_json)
+    except ValueError as exc:
+        raise JitsError("--args and --kwargs take JSON: %s" % exc) from None
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise JitsError("--args takes a JSON list and --kwargs a JSON object")
+    try:
+        row = scheduler.run_now(name, args, kwargs)
+    except TypeError as exc:
+        raise JitsError("%s (pass them with --args '[...]' and --kwargs "
+                        "'{...}')" % exc) from None
     if row is None:  # pragma: no cover - the row was just written
         _err("job vanished")
         return 1
@@ -3339,6 +3414,10 @@ def main(argv=None):
     commands.add_parser("list", help="show tasks and pending jobs")
     run = commands.add_parser("run", help="run a task now")
     run.add_argument("name")
+    run.add_argument("--args", default="[]", metavar="JSON",
+                     help="positional arguments as a JSON list")
+    run.add_argument("--kwargs", default="{}", metavar="JSON",
+                     help="keyword arguments as a JSON object")
     commands.add_parser("poll", help="run what is due, once")
     commands.add_parser("init", help="create the store's tables")
     worker = commands.add_parser("worker", help="poll every few seconds until "
@@ -3354,8 +3433,10 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not logging.getLogger().handlers and not logger.handlers:
+        # A Django project's LOGGING may already show jits's messages.
+        logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
     if args.command == "demo":
         return _cmd_demo(args.seconds)
     if args.command == "worker" and not (
@@ -3371,11 +3452,16 @@ def main(argv=None):
         if args.command == "list":
             return _cmd_list(scheduler)
         if args.command == "run":
-            return _cmd_run(scheduler, args.name)
+            return _cmd_run(scheduler, args.name, args.args, args.kwargs)
         if args.command == "worker":
             return _cmd_worker(scheduler, args.interval)
         return _cmd_poll(scheduler)
     except (JitsError, sqlite3.Error, ImportError) as exc:
+        _err("jits: %s" % exc)
+        return 1
+    except Exception as exc:
+        if type(exc).__name__ != "ImproperlyConfigured":  # Django's, by name:
+            raise  # Django may not even be installed
         _err("jits: %s" % exc)
         return 1
 

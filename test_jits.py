@@ -65,6 +65,46 @@ HAVE_TASKS = django is not None and _driver("django.tasks")  # Django 6
 HAVE_PG = django is not None and _driver("psycopg") and _port_open(5432)
 HAVE_MY = django is not None and _driver("MySQLdb") and _port_open(3306)
 
+# Each run of this file keeps its tables in a schema (PostgreSQL) or
+# database (MariaDB) of its own on the shared servers, so that two runs at
+# once cannot delete each other's rows; it is dropped when the run ends.
+RUN_SCHEMA = "jits_test_%d_%s" % (os.getpid(), os.urandom(3).hex())
+
+
+def _isolate_databases():
+    import atexit
+
+    if HAVE_PG:
+        import psycopg
+
+        with psycopg.connect(host=PG["host"], port=PG["port"], user=PG["user"],
+                             dbname=PG["name"], autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA %s" % RUN_SCHEMA)
+
+        def drop_pg():
+            with contextlib.suppress(Exception), psycopg.connect(
+                    host=PG["host"], port=PG["port"], user=PG["user"],
+                    dbname=PG["name"], autocommit=True) as conn:
+                conn.execute("DROP SCHEMA %s CASCADE" % RUN_SCHEMA)
+
+        atexit.register(drop_pg)
+    if HAVE_MY:
+        import MySQLdb
+
+        conn = MySQLdb.connect(host=MY["host"], port=MY["port"], user=MY["user"],
+                               passwd="")
+        conn.cursor().execute("CREATE DATABASE %s" % RUN_SCHEMA)
+        conn.close()
+
+        def drop_my():
+            with contextlib.suppress(Exception):
+                conn = MySQLdb.connect(host=MY["host"], port=MY["port"],
+                                       user=MY["user"], passwd="")
+                conn.cursor().execute("DROP DATABASE %s" % RUN_SCHEMA)
+                conn.close()
+
+        atexit.register(drop_my)
+
 
 def _databases():
     databases = {
@@ -75,9 +115,10 @@ def _databases():
     if HAVE_PG:
         databases["pg"] = {"ENGINE": "django.db.backends.postgresql", "NAME": PG["name"],
                            "USER": PG["user"], "HOST": PG["host"], "PORT": PG["port"],
+                           "OPTIONS": {"options": "-c search_path=%s" % RUN_SCHEMA},
                            "TEST": {"NAME": "test"}}
     if HAVE_MY:
-        databases["mysql"] = {"ENGINE": "django.db.backends.mysql", "NAME": MY["name"],
+        databases["mysql"] = {"ENGINE": "django.db.backends.mysql", "NAME": RUN_SCHEMA,
                               "USER": MY["user"], "PASSWORD": "", "HOST": MY["host"],
                               "PORT": MY["port"], "TEST": {"NAME": "test"}}
     return databases
@@ -173,6 +214,7 @@ with open(os.path.join(TMP, "jits_side_effect.py"), "w") as _f:
 sys.path.insert(0, TMP)
 
 if django is not None and not dj_settings.configured:
+    _isolate_databases()
     dj_settings.configure(
         DEBUG=False,
         SECRET_KEY="jits-tests",
@@ -1510,6 +1552,17 @@ class TaskTests(RegistryMixin, unittest.TestCase):
                 with self.assertRaisesRegex(error, pattern):
                     jits.task(**options)(lambda: None)
 
+    def test_script_tasks_are_named_after_the_script_file(self):
+        """A task in ``python app.py`` must have the name ``import app`` gives."""
+        folder = tempfile.mkdtemp(dir=TMP)
+        with open(os.path.join(folder, "app.py"), "w") as f:
+            f.write("import jits\n@jits.task\ndef tick():\n    pass\n"
+                    "print(tick.name)\n")
+        out = subprocess.run([sys.executable, "app.py"], cwd=folder, text=True,
+                             capture_output=True, timeout=60,
+                             env=dict(os.environ, PYTHONPATH=HERE))
+        self.assertEqual(out.stdout.strip(), "app.tick", out.stderr)
+
     def test_same_name_for_another_function_is_rejected(self):
         jits.task(name="t.dup")(lambda: 1)
 
@@ -1553,18 +1606,31 @@ class EnqueueTests(RegistryMixin, unittest.TestCase):
 
     def test_arguments_json_cannot_hold_raise_type_error(self):
         cases = [
-            ((object(),), {}, r"argument 0 is a object"),
-            ((), {"when": datetime(2026, 1, 1)}, r"keyword argument 'when' is a datetime"),
+            ((object(),), {}, r"argument 0 is of type object"),
+            ((), {"when": datetime(2026, 1, 1)},
+             r"keyword argument .when. is of type datetime"),
             (({1: "x"},), {}, r"a key of argument 0 is 1"),
-            (([1, {2, 3}],), {}, r"argument 0\[1\] is a set"),
+            (([1, {2, 3}],), {}, r"argument 0\[1\] is of type set"),
             ((float("nan"),), {}, r"float nan"),
-            ((b"bytes",), {}, r"is a bytes"),
+            ((b"bytes",), {}, r"is of type bytes"),
         ]
         for args, kwargs, pattern in cases:
             with self.subTest(args=args, kwargs=kwargs):
                 with self.assertRaisesRegex(TypeError, pattern):
                     self.enqueue(*args, **kwargs)
         self.assertEqual(self.scheduler.store.rows(), [])
+
+    def test_arguments_the_function_cannot_take_raise_type_error(self):
+        @jits.task(name="t.two")
+        def two(a, b, *, c=0):
+            pass
+
+        with self.assertRaisesRegex(TypeError, r"task t.two\(a, b, \*, c=0\) cannot "
+                                    r"take these arguments: missing a required"):
+            self.scheduler.enqueue(two, None, (1,), {})
+        with self.assertRaisesRegex(TypeError, "unexpected keyword argument 'd'"):
+            self.scheduler.enqueue(two, None, (1, 2), {"d": 3})
+        self.scheduler.enqueue(two, None, (1, 2), {"c": 3})
 
     def test_enqueue_at_timedelta_and_datetime(self):
         job = self.scheduler.enqueue(self.echo, timedelta(minutes=5), (), {})
@@ -1998,6 +2064,10 @@ class SchedulerTests(RegistryMixin, unittest.TestCase):
 
     def test_scheduler_arguments_are_checked(self):
         store = jits.SQLiteStore(":memory:")
+        with self.assertRaisesRegex(TypeError, "store must be a jits store"):
+            jits.Scheduler("jits.sqlite3")
+        with self.assertRaisesRegex(jits.StoreError, "does not exist"):
+            jits.SQLiteStore(os.path.join(TMP, "no", "such", "folder", "x.sqlite3"))
         with self.assertRaisesRegex(TypeError, "threaded must be True or False"):
             jits.Scheduler(store, threaded="yes")
         with self.assertRaisesRegex(ValueError, "num_threads must be an int >= 1"):
@@ -2436,8 +2506,7 @@ class MultiProcessSQLiteTests(MultiProcessMixin, unittest.TestCase):
 @skip_unless_db(HAVE_PG, "PostgreSQL")
 class MultiProcessPostgresTests(MultiProcessMixin, unittest.TestCase):
     def test_four_processes_run_everything_exactly_once(self):
-        target = json.dumps({"ENGINE": "django.db.backends.postgresql", "NAME": "test",
-                             "USER": "postgres", "HOST": "127.0.0.1", "PORT": 5432})
+        target = json.dumps(dict(dj_settings.DATABASES["pg"]))
         figures = self.run_processes("django", target, jits.DjangoStore("pg"))
         sys.stderr.write("\n[multi-process postgresql] %s\n" % figures)
 
@@ -2452,6 +2521,10 @@ import jits
 @jits.task(name="cli.hourly", every=3600)
 def hourly():
     return "tick"
+
+@jits.task(name="cli.add")
+def add(a, b):
+    return a + b
 
 @jits.task(name="cli.boom")
 def boom():
@@ -2485,8 +2558,18 @@ class CommandLineTests(unittest.TestCase):
         out = self.jits("--database", db, "--import", "clitasks", "run", "cli.boom")
         self.assertEqual(out.returncode, 1)
         self.assertIn("RuntimeError: kaboom", out.stderr)
+        out = self.jits("--database", db, "--import", "clitasks", "run", "cli.add",
+                        "--args", "[2]", "--kwargs", '{"b": 40}')
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("result: 42", out.stdout)
+        out = self.jits("--database", db, "--import", "clitasks", "run", "cli.add")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("cannot take these arguments", out.stderr)
         out = self.jits("--database", db, "--import", "clitasks", "poll")
         self.assertEqual((out.returncode, out.stdout.strip()), (0, "0 run(s) started"))
+        out = self.jits("--database", db, "--import", "clitasks", "list")
+        self.assertRegex(out.stdout, r"cli\.boom\s+on demand\s+-\s+\d{4}-\d\d-\d\d "
+                         r"[\d:]+ UTC\s+failed \(1 failed of 1\)")
         out = self.jits("--database", db, "run", "cli.nothing")
         self.assertEqual(out.returncode, 1)
         self.assertIn("no task is registered as 'cli.nothing'", out.stderr)
