@@ -98,12 +98,16 @@ DEFAULT_MIN_MINUTES = 0
 
 #: A claim is valid this long unless renewed; running tasks renew it.
 DEFAULT_LEASE = 60.0
+#: Shorter leases could end before a renewal gets through a busy store.
+MIN_LEASE = 1.0
 #: Retries back off exponentially from ``retry_delay`` up to this cap.
 MAX_RETRY_DELAY = 3600.0
 #: Standalone store file, unless JITS_DATABASE names another.
 DEFAULT_SQLITE_PATH = "jits.sqlite3"
 #: How often a store shared by several hosts re-reads the database's clock.
 CLOCK_CHECK_INTERVAL = 60.0
+#: How often a scheduler re-checks its periodic rows even if nothing changed.
+RESYNC_INTERVAL = 300.0
 #: How often a poll also looks for due rows whose task is not registered.
 UNKNOWN_CHECK_INTERVAL = 60.0
 #: How long shutdown waits for running tasks before giving their claims back.
@@ -192,7 +196,7 @@ def _utc(seconds):
 
 def _check_number(value, what, minimum=0.0, allow_zero=True):
     """Return *value* as a float, or raise naming *what* and the allowed range."""
-    allowed = "a number >= 0" if allow_zero else "a number > 0"
+    allowed = "a number >= %g" % minimum if allow_zero else "a number > 0"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(_ERR_NUMBER.format(what=what, allowed=allowed, value=value))
     if not math.isfinite(value) or value < minimum or (value == 0 and not allow_zero):
@@ -1018,7 +1022,7 @@ def task(func=None, *, name=None, every=None, at=None, cron=None, timezone=None,
     ``retry_delay`` retry a failing run with exponential backoff.
     """
     schedule = _make_schedule(every, at, cron, timezone)
-    lease = _check_number(lease, "lease", allow_zero=False)
+    lease = _check_number(lease, "lease", minimum=MIN_LEASE)
     retry_delay = _check_number(retry_delay, "retry_delay")
     if isinstance(retries, bool) or not isinstance(retries, int):
         raise TypeError("retries must be an int >= 0, got %r" % (retries,))
@@ -1026,10 +1030,18 @@ def task(func=None, *, name=None, every=None, at=None, cron=None, timezone=None,
         raise ValueError("retries must be an int >= 0, got %r" % (retries,))
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise TypeError("priority must be an int, got %r" % (priority,))
+    if not -2**31 <= priority < 2**31:  # what an INTEGER column holds everywhere
+        raise ValueError("priority must be an int from %d to %d, got %r"
+                         % (-2**31, 2**31 - 1, priority))
+    if not isinstance(takes_context, bool):
+        raise TypeError("takes_context must be True or False, got %r" % (takes_context,))
     if not isinstance(queue, str) or not 0 < len(queue) <= 64:
         raise ValueError("queue must be a name of 1 to 64 characters, got %r" % (queue,))
     if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 200):
         raise ValueError("name must be a str of 1 to 200 characters, got %r" % (name,))
+    if name is not None and name.startswith(_DJANGO_PREFIX):
+        raise ValueError("task names starting with %r are kept for Django's Tasks "
+                         "framework, got %r" % (_DJANGO_PREFIX, name))
 
     def register(fn):
         if not callable(fn):
@@ -1073,6 +1085,17 @@ def _module_name(func):
 
 def _make_schedule(every, at, cron, zone):
     """Build the schedule object from the decorator's arguments."""
+    schedule = _build_schedule(every, at, cron, zone)
+    if schedule is not None:
+        try:
+            schedule.next_after(datetime.now(timezone.utc))
+        except (ArithmeticError, ValueError):
+            raise ScheduleError("%s has no next run before the year 9999"
+                                % schedule.describe()) from None
+    return schedule
+
+
+def _build_schedule(every, at, cron, zone):
     if cron is not None:
         if every is not None or at is not None:
             raise ScheduleError("cron= cannot be combined with every= or at=")
@@ -1086,6 +1109,9 @@ def _make_schedule(every, at, cron, zone):
     if every is None:
         return None if at is None else At(at)
     if isinstance(every, Every):
+        if at is not None and every.anchor is not None:
+            raise ScheduleError("at= and Every(anchor=...) both set the first slot; "
+                                "give only one")
         if at is not None:
             return Every(seconds=every.period, anchor=at)
         return every
@@ -1285,7 +1311,8 @@ _SQL_RENEW = (
 _SQL_FINISH = (
     "UPDATE jits_job SET status = %s, due = %s, scheduled = %s, owner = NULL, "
     "attempts = %s, runs = runs + 1, failures = failures + %s, finished = %s, "
-    "outcome = %s, result = %s, error = COALESCE(%s, error) "
+    "outcome = %s, result = %s, error = COALESCE(%s, error), "
+    "schedule = CASE WHEN schedule IS NULL THEN NULL ELSE COALESCE(%s, schedule) END "
     "WHERE id = %s AND claim = %s AND status = 'running'"
 )
 _SQL_INSERT_RUN = (
@@ -1357,6 +1384,9 @@ class _SQLStore:
     def __init__(self):
         self._ready = False
         self._ready_lock = threading.Lock()
+        #: Counts the times this store made sure of its tables; a scheduler
+        #: re-syncs its periodic rows when it changes.
+        self.generation = 0
         self._offset = 0.0
         self._next_clock_check = -math.inf
 
@@ -1415,6 +1445,7 @@ class _SQLStore:
             if not self._ready:
                 self._create_schema()
                 self._ready = True
+                self.generation += 1
 
     def _schema_statements(self):
         ddl = _VENDOR_DDL[self.vendor]
@@ -1577,13 +1608,17 @@ class _SQLStore:
             return cur.rowcount == 1
 
     def finish(self, claim, status, due, scheduled, attempts, outcome, result, error,
-               started, finished, owner, error_class=None):
-        """Record a finished attempt; return False if the claim was lost."""
+               started, finished, owner, error_class=None, schedule=None):
+        """Record a finished attempt; return False if the claim was lost.
+
+        *schedule* is the periodic task's current schedule text, for a row
+        whose schedule changed in the code while it ran.
+        """
         failed = 1 if outcome == "failed" else 0
         with self._use(write=True) as cur:
             cur.execute(self._sql(_SQL_FINISH), (
                 status, due, scheduled, attempts, failed, finished, outcome, result,
-                error, claim.id, claim.claim))
+                error, schedule, claim.id, claim.claim))
             if cur.rowcount != 1:
                 return False
             cur.execute(self._sql(_SQL_INSERT_RUN), (
@@ -1728,6 +1763,7 @@ class SQLiteStore(_SQLStore):
             local.inode = os.stat(self.path).st_ino
             for statement in self._schema_statements():
                 conn.execute(statement)
+            self.generation += 1
         if conn is None:
             conn = local.conn = self._connect()
             local.inode = os.stat(self.path).st_ino
@@ -2014,6 +2050,7 @@ class Scheduler:
         self._next_prune = -math.inf
         self._warned_unknown = set()
         self._synced_version = None
+        self._next_resync = -math.inf
         self._names = frozenset()
         self._leases = {}
         self._backlog = False
@@ -2202,19 +2239,31 @@ class Scheduler:
         return started
 
     def _sync(self, now):
-        """Bring the store's periodic rows in line with the registry."""
-        version = _registry_version[0]
-        if version == self._synced_version:
+        """Bring the store's periodic rows in line with the registry.
+
+        Done when tasks are registered, when the store's tables were made
+        anew (a deleted file, a dropped table), and every RESYNC_INTERVAL
+        seconds, which also repairs rows deleted by hand and moves rows
+        whose schedule changed while they were running.
+        """
+        version = (_registry_version[0], self.store.generation)
+        if version == self._synced_version and now < self._next_resync:
             return self._names
         tasks = list(registry.values())
         rows = []
         for obj in tasks:
             if obj.schedule is None:
                 continue
-            if isinstance(obj.schedule, At):
-                first = obj.schedule.when.timestamp()
-            else:
-                first = obj.schedule.next_after(_utc(now)).timestamp()
+            try:
+                if isinstance(obj.schedule, At):
+                    first = obj.schedule.when.timestamp()
+                else:
+                    first = obj.schedule.next_after(_utc(now)).timestamp()
+            except (ArithmeticError, ValueError) as exc:
+                # One broken schedule must not stop the other tasks.
+                logger.error("task %s has no next run (%s: %s); it is skipped",
+                             obj.name, type(exc).__name__, exc)
+                continue
             rows.append((obj.name, obj.schedule.describe(), first, obj.queue,
                          obj.priority))
         if rows:
@@ -2223,7 +2272,8 @@ class Scheduler:
             self.store.ensure_schema()
         self._names = frozenset(t.name for t in tasks)
         self._leases = {t.name: t.lease for t in tasks}
-        self._synced_version = version
+        self._synced_version = (version[0], self.store.generation)
+        self._next_resync = now + RESYNC_INTERVAL
         return self._names
 
     def _report_unknown(self, names, now):
@@ -2328,13 +2378,15 @@ class Scheduler:
                 value = asyncio.run(value)
             result = _dump_result(value)
             outcome = "succeeded"
-        except Exception:
+        except (Exception, SystemExit):
+            # A task calling sys.exit() has failed; it must not take the
+            # request or the worker thread down with it.
             logger.exception("task %s failed (job %s, attempt %d)", claim.task, claim.id,
                              claim.attempt)
             outcome, error = "failed", traceback.format_exc()
         except BaseException:
-            # The process is going away (SystemExit, KeyboardInterrupt):
-            # hand the row back so another process runs it.
+            # The process is being interrupted (KeyboardInterrupt): hand the
+            # row back so another process runs it.
             self._untrack(claim)
             self._give_back(claim)
             raise
@@ -2346,7 +2398,10 @@ class Scheduler:
     def _record(self, claim, task_obj, outcome, result, error, started, finished,
                 error_class=None):
         retries = task_obj.retries if task_obj is not None else 0
-        schedule = task_obj.schedule if task_obj is not None else None
+        # The code may have changed the schedule while the task ran.
+        current = registry.get(claim.task, task_obj)
+        schedule = current.schedule if current is not None else None
+        text = schedule.describe() if schedule is not None else None
         if outcome == "failed" and claim.attempt <= retries:
             delay = task_obj.retry_delay * 2 ** (claim.attempt - 1)
             delay = min(delay, max(MAX_RETRY_DELAY, task_obj.retry_delay))
@@ -2369,7 +2424,7 @@ class Scheduler:
         try:
             kept = self.store.finish(claim, status, due, scheduled, attempts, outcome,
                                      result, error, started, finished, self.owner,
-                                     error_class)
+                                     error_class, text)
         except Exception as exc:
             self._log_error("jits could not record the outcome of job %s (it will run "
                             "again when its lease ends)", claim.id, exc)
@@ -2524,8 +2579,11 @@ _SETTINGS = (
 )
 
 
-def _settings_problems(values):
-    """Return (check id, message) for each invalid JITS_* value in *values*."""
+def _settings_problems(values, databases=None):
+    """Return (check id, message) for each invalid JITS_* value in *values*.
+
+    With *databases* (Django's DATABASES), JITS_DATABASE is checked too.
+    """
     problems = []
     for name, _default_value, check_id, allowed in _SETTINGS:
         value = values.get(name, _default_value)
@@ -2540,6 +2598,17 @@ def _settings_problems(values):
                   and math.isfinite(value) and value >= 0)
         if not ok:
             problems.append((check_id, "%s must be %s, got %r" % (name, allowed, value)))
+    if not problems:
+        interval = values["JITS_MIN_MINUTES"] * 60 + values["JITS_MIN_SECONDS"]
+        if not math.isfinite(interval):
+            problems.append(("jits.E004", "JITS_MIN_MINUTES * 60 + JITS_MIN_SECONDS "
+                             "must be finite, got %r" % (interval,)))
+    if databases is not None:
+        alias = values.get("JITS_DATABASE", "default")
+        if not isinstance(alias, str) or alias not in databases:
+            problems.append(("jits.E005", "JITS_DATABASE must name a database in "
+                             "DATABASES (one of: %s), got %r"
+                             % (", ".join(sorted(databases)), alias)))
     return problems
 
 
@@ -2564,7 +2633,8 @@ def _django_options():
     from django.conf import settings
 
     values = {name: getattr(settings, name, default) for name, default, _, _ in _SETTINGS}
-    problems = _settings_problems(values)
+    values["JITS_DATABASE"] = getattr(settings, "JITS_DATABASE", "default")
+    problems = _settings_problems(values, settings.DATABASES)
     if problems:
         from django.core.exceptions import ImproperlyConfigured
 
@@ -2709,15 +2779,9 @@ def _django_checks(app_configs=None, **kwargs):
     from django.core.checks import Error
 
     values = {name: getattr(settings, name, default) for name, default, _, _ in _SETTINGS}
-    errors = [Error(message, id=check_id) for check_id, message in
-              _settings_problems(values)]
-    alias = getattr(settings, "JITS_DATABASE", "default")
-    if alias not in settings.DATABASES:
-        errors.append(Error(
-            "JITS_DATABASE must name a database in DATABASES, got %r" % (alias,),
-            hint="one of: %s" % ", ".join(sorted(settings.DATABASES)),
-            id="jits.E005"))
-    return errors
+    values["JITS_DATABASE"] = getattr(settings, "JITS_DATABASE", "default")
+    return [Error(message, id=check_id) for check_id, message in
+            _settings_problems(values, settings.DATABASES)]
 
 
 def _create_tables_after_migrate(sender=None, using="default", **kwargs):
@@ -3139,7 +3203,7 @@ def _execute_django_task(scheduler, claim):
             value = result.task.call(*args, **kwargs)
         value = normalize_json(value)
         encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a task is a failure
         finished = scheduler._now()
         scheduler._untrack(claim)
         logger.exception("task %s failed (job %s, attempt %d)", claim.task, claim.id,

@@ -1538,7 +1538,15 @@ class TaskTests(RegistryMixin, unittest.TestCase):
 
     def test_other_bad_options(self):
         cases = [
-            (dict(lease=0), ValueError, "lease must be a number > 0"),
+            (dict(lease=0), ValueError, "lease must be a number >= 1"),
+            (dict(lease=0.001), ValueError, "lease must be a number >= 1"),
+            (dict(priority=2**31), ValueError, "priority must be an int from"),
+            (dict(takes_context="yes"), TypeError, "takes_context must be True"),
+            (dict(name="django:x.y"), ValueError, "kept for Django's Tasks"),
+            (dict(every=1e12), ValueError, "no next run before the year 9999"),
+            (dict(every=timedelta(days=999999999)), ValueError, "no next run"),
+            (dict(every=jits.Every(hours=1, anchor=datetime(2026, 1, 1)),
+                  at=datetime(2026, 1, 2)), ValueError, "give only one"),
             (dict(retries=-1), ValueError, "retries must be an int >= 0"),
             (dict(retries=1.5), TypeError, "retries"),
             (dict(retry_delay=-1), ValueError, "retry_delay"),
