@@ -100,6 +100,12 @@ DEFAULT_MIN_MINUTES = 0
 DEFAULT_LEASE = 60.0
 #: Shorter leases could end before a renewal gets through a busy store.
 MIN_LEASE = 1.0
+#: A blocking poll waits at most this long for SQLite's write lock ...
+BLOCKING_LOCK_WAIT = 0.5
+#: ... and only after this many busy polls in a row is that logged as an error.
+BUSY_POLLS_QUIET = 3
+#: The largest thread pool a scheduler accepts.
+MAX_THREADS = 1000
 #: Retries back off exponentially from ``retry_delay`` up to this cap.
 MAX_RETRY_DELAY = 3600.0
 #: Standalone store file, unless JITS_DATABASE names another.
@@ -1387,8 +1393,36 @@ class _SQLStore:
         #: Counts the times this store made sure of its tables; a scheduler
         #: re-syncs its periodic rows when it changes.
         self.generation = 0
+        self._waits = threading.local()
         self._offset = 0.0
         self._next_clock_check = -math.inf
+        _track_for_fork(self)
+
+    def _after_fork(self):
+        # A lock held by a thread of the parent would never be released.
+        self._ready_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def lock_wait(self, seconds):
+        """Wait at most *seconds* for SQLite's write lock in this thread.
+
+        A request-triggered poll uses it: waiting the full busy timeout for
+        another process's write would hold up the user's request, while a
+        poll that finds the store busy is simply repeated later.
+        """
+        old = getattr(self._waits, "seconds", None)
+        self._waits.seconds = seconds
+        try:
+            yield
+        finally:
+            self._waits.seconds = old
+
+    def _busy_timeout(self, cur, seconds):
+        """Set SQLite's busy timeout on *cur*'s connection; return the old one."""
+        cur.execute("PRAGMA busy_timeout")
+        old = cur.fetchone()[0] / 1000.0
+        cur.execute("PRAGMA busy_timeout = %d" % int(seconds * 1000))
+        return old
 
     def now(self):
         """Return the time that due dates and leases are compared with.
@@ -1723,13 +1757,15 @@ class SQLiteStore(_SQLStore):
         if path != ":memory:" and not os.path.isdir(folder):
             raise StoreError("the folder of the SQLite store %r does not exist (create "
                              "%s first)" % (path, folder))
+        if os.path.isdir(self.path):
+            raise StoreError("the SQLite store %r is a folder; name a file in it, "
+                             "such as %s" % (path, os.path.join(path, DEFAULT_SQLITE_PATH)))
         self.timeout = _check_number(timeout, "timeout")
         self._local = threading.local()
         self._memory = None
         # In memory there is only one connection, so it is shared and this
         # lock serialises its users; a file gets one connection per thread.
         self._memory_lock = threading.RLock()
-        _track_for_fork(self)
 
     def __repr__(self):
         return "SQLiteStore(%r)" % self.path
@@ -1778,10 +1814,16 @@ class SQLiteStore(_SQLStore):
             if not write:
                 yield cur
                 return
-            # IMMEDIATE takes the write lock at BEGIN, waiting up to the busy
-            # timeout; a deferred transaction that later upgrades fails at
-            # once with "database is locked" instead.
-            cur.execute("BEGIN IMMEDIATE")
+            wait = getattr(self._waits, "seconds", None)
+            old = self._busy_timeout(cur, wait) if wait is not None else None
+            try:
+                # IMMEDIATE takes the write lock at BEGIN, waiting up to the
+                # busy timeout; a deferred transaction that later upgrades
+                # fails at once with "database is locked" instead.
+                cur.execute("BEGIN IMMEDIATE")
+            finally:
+                if old is not None:
+                    self._busy_timeout(cur, old)
             try:
                 yield cur
             except BaseException:
@@ -1794,8 +1836,10 @@ class SQLiteStore(_SQLStore):
         return text.replace("%s", "?")
 
     def _after_fork(self):
+        super()._after_fork()
         self._local = threading.local()
         self._memory = None
+        self._memory_lock = threading.RLock()
 
     def close(self):
         """Close this thread's connection."""
@@ -1877,8 +1921,26 @@ class DjangoStore(_SQLStore):
                     # Django opens SQLite transactions as deferred; a write
                     # that matches nothing takes the write lock now, with the
                     # busy timeout, rather than failing at a later upgrade.
-                    cur.execute("UPDATE jits_job SET claim = claim WHERE 1 = 0")
+                    wait = getattr(self._waits, "seconds", None)
+                    old = self._busy_timeout(cur, wait) if wait is not None else None
+                    try:
+                        cur.execute("UPDATE jits_job SET claim = claim WHERE 1 = 0")
+                    finally:
+                        if old is not None:
+                            self._busy_timeout(cur, old)
                 yield cur
+
+    def _after_fork(self):
+        super()._after_fork()
+        # The parent still talks to the database over the connection this
+        # process inherited: forget it without closing it (closing would end
+        # the parent's session too), so the child opens its own.
+        try:
+            from django.db import connections
+
+            connections[self.alias].connection = None
+        except Exception:  # Django not set up in this process: nothing inherited
+            logger.debug("no Django connection to reset after fork", exc_info=True)
 
 
 # ---------------------------------------------------------------------------
@@ -2022,15 +2084,28 @@ class Scheduler:
             raise TypeError("threaded must be True or False, got %r" % (threaded,))
         if isinstance(num_threads, bool) or not isinstance(num_threads, int):
             raise TypeError("num_threads must be an int >= 1, got %r" % (num_threads,))
-        if num_threads < 1:
-            raise ValueError("num_threads must be an int >= 1, got %r" % (num_threads,))
+        if not 1 <= num_threads <= MAX_THREADS:
+            raise ValueError("num_threads must be an int from 1 to %d, got %r"
+                             % (MAX_THREADS, num_threads))
+        if queues is not None:
+            if isinstance(queues, str) or not all(
+                    isinstance(q, str) and 0 < len(q) <= 64 for q in queues):
+                raise TypeError("queues must be a list of queue names (str of 1 to 64 "
+                                "characters), got %r" % (queues,))
+        for what, value in (("clock", clock), ("now", now)):
+            if value is not None and not callable(value):
+                raise TypeError("%s must be a function returning seconds, got %r"
+                                % (what, value))
+        if not isinstance(django_tasks, bool):
+            raise TypeError("django_tasks must be True or False, got %r"
+                            % (django_tasks,))
         self.min_interval = _check_number(min_interval, "min_interval")
         self.grace = _check_number(grace, "grace")
         self.budget = None if budget is None else _check_number(budget, "budget")
         if result_ttl is not None:
             result_ttl = _check_number(result_ttl, "result_ttl")
         self.result_ttl = result_ttl
-        self.django_tasks = bool(django_tasks)
+        self.django_tasks = django_tasks
         #: Prune in the polling thread (a worker process) instead of a
         #: short-lived helper thread (a web process in blocking mode).
         self.prune_inline = False
@@ -2046,6 +2121,7 @@ class Scheduler:
         self._next_poll = -math.inf
         self._next_error_log = -math.inf
         self._errors_hidden = 0
+        self._busy_polls = 0
         self._next_unknown_check = -math.inf
         self._next_prune = -math.inf
         self._warned_unknown = set()
@@ -2163,31 +2239,51 @@ class Scheduler:
                 self._poll_lock.release()
         for claim in pending:
             self._untrack(claim)
-            self._give_back(claim)
         if self._pool is not None and not self._pool.wait(grace):
             logger.warning("jits shutdown: tasks still running after %.1fs", grace)
         with self._state_lock:
             leftover = list(self._inflight.values())
         for claim in leftover:
             claim.lost = True
-            self._give_back(claim)
         self._wake_keeper.set()
+        # Giving back needs the store, which may be unreachable: do it in a
+        # helper thread and wait for it only so long, so exit never hangs.
+        giving = threading.Thread(target=lambda: [self._give_back(c) for c in
+                                                  pending + leftover],
+                                  daemon=True, name="jits-give-back")
+        giving.start()
+        giving.join(max(grace, 1.0))
 
     # -- polling ----------------------------------------------------------
 
     def _poll_locked(self):
         try:
-            return self._poll_once()
+            started = self._poll_once()
         except Exception as exc:
-            self._log_error("jits could not poll its store %r", self.store, exc)
+            if "database is locked" in str(exc) and self._busy_polls < BUSY_POLLS_QUIET:
+                # Another process holds SQLite's write lock: usual under
+                # load, and the next poll tries again.
+                self._busy_polls += 1
+                logger.debug("jits store is busy; poll skipped")
+            else:
+                self._log_error("jits could not poll its store %r", self.store, exc)
             return 0
+        self._busy_polls = 0
+        return started
 
     def _prefix(self):
         return _DJANGO_PREFIX if self.django_tasks else None
 
+    def _lock_wait(self):
+        """In blocking mode polls run on a request's thread: wait briefly."""
+        if self.threaded:
+            return contextlib.nullcontext()
+        return self.store.lock_wait(BLOCKING_LOCK_WAIT)
+
     def _poll_once(self):
         now = self._now()
-        names = self._sync(now)
+        with self._lock_wait():
+            names = self._sync(now)
         if now >= self._next_unknown_check:
             self._next_unknown_check = now + UNKNOWN_CHECK_INTERVAL
             self._report_unknown(names, now)
@@ -2204,9 +2300,10 @@ class Scheduler:
         # Blocking mode claims one row at a time, so that other processes
         # can take the rest of a backlog while this one is busy.
         while not self._stopping and self._clock() < deadline:
-            claims = self.store.claim(names, self._now(), 1, self.owner, self._leases,
-                                      self.queues, probe=not started,
-                                      prefix=self._prefix())
+            with self._lock_wait():
+                claims = self.store.claim(names, self._now(), 1, self.owner,
+                                          self._leases, self.queues, probe=not started,
+                                          prefix=self._prefix())
             if not claims:
                 break
             self._execute(claims[0])
@@ -2246,6 +2343,7 @@ class Scheduler:
         seconds, which also repairs rows deleted by hand and moves rows
         whose schedule changed while they were running.
         """
+        self.store.ensure_schema()  # may make the tables anew: a new generation
         version = (_registry_version[0], self.store.generation)
         if version == self._synced_version and now < self._next_resync:
             return self._names
@@ -3502,11 +3600,15 @@ def main(argv=None):
         logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
     if args.command == "demo":
+        if not 1 <= args.seconds <= 600:  # also refuses nan
+            parser.error("--seconds must be from 1 to 600, got %r" % (args.seconds,))
         return _cmd_demo(args.seconds)
     if args.command == "worker" and not (
             math.isfinite(args.interval) and args.interval > 0):
         parser.error("--interval must be a number of seconds > 0, got %r"
                      % (args.interval,))
+    if args.command == "worker" and not all(args.queues):
+        parser.error("--queue needs a queue name")
     try:
         scheduler = _setup_cli(args)
         if args.command == "init":

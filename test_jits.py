@@ -1830,6 +1830,43 @@ class FileStoreTests(StoreContract, unittest.TestCase):
     def close_thread(self):
         self.store.close()
 
+    def test_periodic_tasks_come_back_after_the_file_or_table_is_lost(self):
+        """A deleted store file or dropped table must not stop periodic tasks."""
+        saved = dict(jits.registry)
+        self.addCleanup(lambda: (jits.registry.clear(), jits.registry.update(saved)))
+        jits.registry.clear()
+        jits.task(name="t.lost", every=10)(lambda: None)
+        clock = FakeClock()
+        s = jits.Scheduler(self.store, clock=clock.monotonic, now=clock.now,
+                           min_interval=0)
+        s.poll()
+        self.assertIsNotNone(self.store.get("t.lost"))
+        os.remove(self.store.path)
+        with self.assertLogs("jits", "WARNING"):
+            s.poll()
+        s.poll()
+        self.assertIsNotNone(self.store.get("t.lost"))
+        with self.store._transaction(write=True) as cur:
+            cur.execute("DROP TABLE jits_job")
+        with mock.patch.object(jits.logger, "error") as error:
+            for _ in range(3):
+                s.poll()
+        self.assertLessEqual(error.call_count, 1)  # the poll that found it gone
+        self.assertIsNotNone(self.store.get("t.lost"))
+
+    def test_blocking_poll_waits_briefly_for_another_writer(self):
+        """A request must not wait the whole busy timeout for SQLite's lock."""
+        other = sqlite3.connect(self.store.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        self.addCleanup(other.close)
+        s = jits.Scheduler(self.store, min_interval=0)
+        app = jits.WSGIMiddleware(lambda e, sr: [b"ok"], s)
+        t0 = time.monotonic()
+        for _ in range(3):
+            self.assertEqual(app({}, None), [b"ok"])
+        self.assertLess(time.monotonic() - t0, 3 * 2.0)
+        other.execute("ROLLBACK")
+
     def test_deleted_file_is_recreated_with_a_warning(self):
         self.add("j1")
         os.remove(self.store.path)
@@ -1859,6 +1896,40 @@ class DjangoSQLiteStoreTests(DjangoStoreContract, unittest.TestCase):
 @skip_unless_db(HAVE_PG, "PostgreSQL")
 class DjangoPostgresStoreTests(DjangoStoreContract, unittest.TestCase):
     alias = "pg"
+
+    @unittest.skipUnless(hasattr(os, "fork"), "needs fork()")
+    def test_forked_child_opens_its_own_connection(self):
+        """A child of fork() must not share the parent's database session."""
+        from django.db import connections
+
+        def backend_pid():
+            with connections["pg"].cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                return cur.fetchone()[0]
+
+        self.add("j1")
+        parent = backend_pid()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report its session, use the store, leave
+            code = 1
+            try:
+                child = backend_pid()
+                for _ in range(20):
+                    self.store.get("j1")
+                os.write(write, str(child).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        child = int(os.read(read, 64) or b"0")
+        os.close(read)
+        self.assertEqual(os.waitstatus_to_exitcode(status) if hasattr(
+            os, "waitstatus_to_exitcode") else status >> 8, 0)
+        self.assertNotEqual(child, parent)
+        self.assertEqual(backend_pid(), parent)  # the parent's session still works
+        self.assertEqual(self.store.get("j1")["id"], "j1")
 
 
 @skip_unless_db(HAVE_MY, "MariaDB")
@@ -1987,6 +2058,55 @@ class SchedulerTests(RegistryMixin, unittest.TestCase):
         self.assertEqual([r["attempt"] for r in s.store.runs(job)], [1, 2, 3])
         self.assertEqual(len(self.calls), 3)
 
+    def test_sys_exit_in_a_task_is_a_failure_not_a_crash(self):
+        @jits.task(name="t.exit", retries=1, retry_delay=0)
+        def leave():
+            self.calls.append(1)
+            raise SystemExit(3)
+
+        s = self.scheduler
+        job = s.enqueue(leave, None, (), {})
+        app = jits.WSGIMiddleware(lambda e, sr: [b"served"], s)
+        with self.assertLogs("jits", "ERROR"):
+            for _ in range(5):
+                self.clock.advance(6)
+                self.assertEqual(app({}, None), [b"served"])
+        row = s.store.get(job)
+        self.assertEqual((row["status"], row["attempts"], len(self.calls)),
+                         ("failed", 2, 2))
+        self.assertIn("SystemExit: 3", row["error"])
+
+    def test_schedule_changed_while_running_is_used_for_the_next_run(self):
+        def run():
+            # The code is redeployed while the task runs.
+            jits.task(name="t.moving", every=60)(run)
+
+        jits.task(name="t.moving", every=3600)(run)
+        s = self.scheduler
+        s.poll()
+        self.clock.wall = s.store.get("t.moving")["due"] + 1
+        self.assertEqual(s.poll(), 1)
+        row = s.store.get("t.moving")
+        self.assertEqual(row["schedule"], "every 1m")
+        self.assertLessEqual(row["due"], self.clock.wall + 60)
+
+    def test_shutdown_never_hangs_on_an_unreachable_store(self):
+        class Stuck(jits.SQLiteStore):
+            def release(self, claim, due):
+                time.sleep(30)
+
+        s = jits.Scheduler(Stuck(":memory:"), grace=0.2)
+        gate = threading.Event()
+        jits.task(name="t.hold")(lambda: gate.wait(10))
+        s.enqueue("t.hold", None, (), {})
+        worker = threading.Thread(target=s.poll, daemon=True)
+        worker.start()
+        self.assertTrue(wait_for(lambda: s._inflight))
+        t0 = time.monotonic()
+        s.shutdown()
+        self.assertLess(time.monotonic() - t0, 5)
+        gate.set()
+
     def test_unknown_stored_name_is_logged_once_and_left_alone(self):
         s = self.scheduler
         s.store.enqueue("orphan", "gone.task", "[[],{}]", 0.0, "default", 0, 0.0)
@@ -2059,8 +2179,10 @@ class SchedulerTests(RegistryMixin, unittest.TestCase):
                          ("succeeded", None))
 
     def test_store_errors_are_logged_once_per_interval_and_never_raised(self):
-        folder = tempfile.mkdtemp(dir=TMP)
-        broken = jits.Scheduler(jits.SQLiteStore(folder), clock=self.clock.monotonic,
+        path = tempfile.mktemp(dir=TMP)
+        with open(path, "wb") as f:
+            f.write(b"garbage, not a database " * 64)
+        broken = jits.Scheduler(jits.SQLiteStore(path), clock=self.clock.monotonic,
                                 now=self.clock.now, min_interval=0)
         with self.assertLogs("jits", "ERROR") as logs:
             for _ in range(50):
@@ -2074,11 +2196,21 @@ class SchedulerTests(RegistryMixin, unittest.TestCase):
         store = jits.SQLiteStore(":memory:")
         with self.assertRaisesRegex(TypeError, "store must be a jits store"):
             jits.Scheduler("jits.sqlite3")
+        with self.assertRaisesRegex(TypeError, "queues must be a list of queue names"):
+            jits.Scheduler(store, queues="mail")
+        with self.assertRaisesRegex(TypeError, "queues must be a list"):
+            jits.Scheduler(store, queues=[""])
+        with self.assertRaisesRegex(TypeError, "clock must be a function"):
+            jits.Scheduler(store, clock=5)
+        with self.assertRaisesRegex(TypeError, "django_tasks must be True or False"):
+            jits.Scheduler(store, django_tasks="no")
+        with self.assertRaisesRegex(jits.StoreError, "is a folder"):
+            jits.SQLiteStore(TMP)
         with self.assertRaisesRegex(jits.StoreError, "does not exist"):
             jits.SQLiteStore(os.path.join(TMP, "no", "such", "folder", "x.sqlite3"))
         with self.assertRaisesRegex(TypeError, "threaded must be True or False"):
             jits.Scheduler(store, threaded="yes")
-        with self.assertRaisesRegex(ValueError, "num_threads must be an int >= 1"):
+        with self.assertRaisesRegex(ValueError, "num_threads must be an int from 1 to 1000"):
             jits.Scheduler(store, num_threads=0)
         with self.assertRaisesRegex(TypeError, "num_threads"):
             jits.Scheduler(store, num_threads=2.0)
@@ -2379,6 +2511,8 @@ class DjangoSettingsTests(unittest.TestCase):
             (dict(JITS_MIN_SECONDS="5"), "jits.E003"),
             (dict(JITS_MIN_MINUTES=-0.5), "jits.E004"),
             (dict(JITS_DATABASE="nowhere"), "jits.E005"),
+            (dict(JITS_DATABASE=["default"]), "jits.E005"),
+            (dict(JITS_MIN_MINUTES=1e308), "jits.E004"),
         ]
         for values, check_id in cases:
             with self.subTest(values=values), override_settings(**values):
