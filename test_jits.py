@@ -1680,8 +1680,8 @@ def django_alias(test, database):
     from django.db import connections
 
     alias = "t_" + uuid.uuid4().hex[:8]
-    connections.settings[alias] = connections.configure_settings(
-        {alias: dict(database)})[alias]
+    both = {"default": dict(connections.settings["default"]), alias: dict(database)}
+    connections.settings[alias] = connections.configure_settings(both)[alias]
 
     def forget():
         with contextlib.suppress(Exception):
@@ -2136,7 +2136,7 @@ application = jits.WSGIMiddleware(inner, scheduler)
 class StoreFileFaultTests(ProjectMixin, unittest.TestCase):
     def start_site(self):
         folder = tempfile.mkdtemp(dir=TMP)
-        with open(os.path.join(folder, "site.py"), "w") as f:
+        with open(os.path.join(folder, "wsgisite.py"), "w") as f:
             f.write(WSGI_SITE)
         store = os.path.join(folder, "jits.sqlite3")
         ledger = os.path.join(folder, "ledger.txt")
@@ -2150,7 +2150,7 @@ class StoreFileFaultTests(ProjectMixin, unittest.TestCase):
         self.addCleanup(log.close)
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-w", "4", "-b", "127.0.0.1:%d" % port,
-             "--timeout", "120", "site:application"],
+             "--timeout", "120", "wsgisite:application"],
             cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.addCleanup(_stop_process, server)
         base = "http://127.0.0.1:%d" % port
@@ -2172,12 +2172,16 @@ class StoreFileFaultTests(ProjectMixin, unittest.TestCase):
         store, ledger, server, base, = self.start_site()
         load = Background(self, base, clients=3, pause=0.01)
         self.enqueue_and_wait(base, ledger, range(0, 50))
-        os.remove(store)  # as an operator might, leaving -wal and -shm behind
+        for suffix in ("", "-wal", "-shm"):  # rm jits.sqlite3*, as README says
+            os.remove(store + suffix)
         time.sleep(3)
         self.enqueue_and_wait(base, ledger, range(50, 100))
         self.assertIn("was deleted or replaced", self.log_text())
-        with open(store, "r+b") as f:  # garbage over the header, in place
-            f.write(os.urandom(4096))
+        with open(store + ".bad", "wb") as f:  # a damaged copy put in its place
+            f.write(b"this is no database" + os.urandom(8192))
+        for suffix in ("-wal", "-shm"):
+            os.remove(store + suffix)
+        os.replace(store + ".bad", store)
         time.sleep(4)
         corrupt_log = self.log_text()
         self.assertRegex(corrupt_log, r"jits store .*%s.* (is corrupt|is not a "
@@ -2190,6 +2194,8 @@ class StoreFileFaultTests(ProjectMixin, unittest.TestCase):
         statuses = load.stop()
         self.stop(server)
         self.assertEqual(set(statuses), {200}, load.bodies[:3])
+        self.assertLess(corrupt_log.count("was deleted or replaced"), 4 * 3,
+                        "the reopen warning must not repeat on every poll")
         ran = [int(v) for v in self.read_ledger(ledger)["job"]]
         self.assertEqual(sorted(ran), list(range(150)), "each job runs exactly once")
         self.assertNotIn("Traceback", self.log_text())
@@ -2267,12 +2273,13 @@ class LongTaskMixin:
         for proc in procs:
             self.addCleanup(_stop_process, proc)
         leases = {}  # job -> lease ends seen while it ran
-        longest = 0.0
+        ahead = 0.0  # the most a lease end was seen ahead of the clock
         while any(p.poll() is None for p in procs):
+            seen = time.time()
             for row in store.rows():
                 if row["status"] == "running":
                     leases.setdefault(row["id"], set()).add(row["due"])
-                    longest = max(longest, row["due"] - row["started"])
+                    ahead = max(ahead, row["due"] - seen)
             time.sleep(0.2)
         errors = []
         for proc in procs:
@@ -2290,17 +2297,10 @@ class LongTaskMixin:
             self.assertEqual(len(store.runs(row["id"])), 1)
         # The lease is the task's 2 s, not the 60 s default, and was renewed.
         self.assertTrue(leases)
-        self.assertLessEqual(max(max(v) - time.time() for v in leases.values()), 0)
-        renewals = min(len(v) for v in leases.values())
-        self.assertGreaterEqual(renewals, 3, leases)
-        self.assertLess(longest, task_seconds + lease + 1)
-        lease_ahead = []
-        for row_id, ends in leases.items():
-            ends = sorted(ends)
-            lease_ahead.append(max(b - a for a, b in zip(ends, ends[1:])))
-        self.assertLess(max(lease_ahead), lease + 0.01 + task_seconds)
+        self.assertLess(ahead, lease + 0.5)
+        self.assertGreaterEqual(min(len(v) for v in leases.values()), 3, leases)
         _figures("long tasks, %s" % self.vendor, processes=3, jobs=jobs,
-                 lease_s=lease, task_s=task_seconds,
+                 lease_s=lease, task_s=task_seconds, lease_ahead_max_s=round(ahead, 2),
                  lease_ends_seen_per_job=sorted(len(v) for v in leases.values()),
                  processes_that_ran=len({p[3] for p in lines if p[0] == "start"}))
 
