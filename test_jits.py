@@ -1377,8 +1377,8 @@ def enqueue_many(request, start, count):
     try:
         with transaction.atomic():
             ids = [job.enqueue(n) for n in range(start, start + count)]
-    except DatabaseError:
-        return HttpResponse("database unavailable", status=503)
+    except DatabaseError as exc:
+        return HttpResponse("database unavailable: %s" % exc, status=503)
     return HttpResponse(str(len(ids)))
 
 def slow(request, n, seconds):
@@ -1539,7 +1539,7 @@ class ProjectMixin:
             t.start()
         for t in threads:
             t.join(seconds + 400)
-        self.assertEqual(len(enqueued), jobs, statuses)
+        self.assertEqual(len(enqueued), jobs, (statuses, (stats or {}).get("bodies")))
 
         def all_ran():
             self.get(base + "/")
