@@ -76,6 +76,7 @@ import logging
 import math
 import os
 import queue
+import signal
 import socket
 import sqlite3
 import sys
@@ -1357,7 +1358,7 @@ class Claim:
     """One claimed row: what a worker needs to run it and report back."""
 
     __slots__ = ("id", "task", "schedule", "args", "scheduled", "claim", "attempt",
-                 "lease", "renew_at", "lost")
+                 "lease", "renew_at", "lost", "unrecorded")
 
     def __init__(self, row, lease, now):
         self.id, self.task, self.schedule, self.args, self.scheduled = row[:5]
@@ -1366,6 +1367,8 @@ class Claim:
         self.lease = lease
         self.renew_at = now + lease / 3.0
         self.lost = False
+        #: The outcome (arguments of store.finish) while writing it failed.
+        self.unrecorded = None
 
 
 # The database server's clock as epoch seconds, for stores shared by hosts.
@@ -1774,8 +1777,12 @@ class SQLiteStore(_SQLStore):
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                check_same_thread=False)
         if self.path != ":memory:":
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except BaseException:
+                conn.close()
+                raise
         return conn
 
     def _connection(self):
@@ -1795,14 +1802,23 @@ class SQLiteStore(_SQLStore):
             logger.warning("jits store file %s was deleted or replaced; reopening it",
                            self.path)
             conn.close()
-            conn = local.conn = self._connect()
-            local.inode = os.stat(self.path).st_ino
-            for statement in self._schema_statements():
-                conn.execute(statement)
-            self.generation += 1
+            conn = local.conn = None
+            local.reopen = True
         if conn is None:
-            conn = local.conn = self._connect()
-            local.inode = os.stat(self.path).st_ino
+            # A file that cannot be opened (a corrupt replacement) raises
+            # here on every use, as a store error, rate-limited by the
+            # scheduler; the warning above is not repeated.
+            conn = self._connect()
+            try:
+                if getattr(local, "reopen", False):
+                    for statement in self._schema_statements():
+                        conn.execute(statement)
+                    self.generation += 1
+                local.inode = os.stat(self.path).st_ino
+            except BaseException:
+                conn.close()
+                raise
+            local.conn, local.reopen = conn, False
         return conn
 
     @contextlib.contextmanager
@@ -1879,9 +1895,22 @@ class DjangoStore(_SQLStore):
         return ""
 
     def _create_schema(self):
-        from django.db import connections
+        from django.db import connections, transaction
 
         conn = connections[self.alias]
+        if conn.vendor == "sqlite":
+            # Look with a write, not a read: inside the caller's atomic block
+            # (a view that enqueues) a read would hold SQLite's shared lock,
+            # and SQLite fails a later upgrade to a write at once with
+            # "database is locked" instead of waiting for the busy timeout.
+            try:
+                with transaction.atomic(using=self.alias), conn.cursor() as cur:
+                    cur.execute("UPDATE jits_job SET claim = claim WHERE 1 = 0")
+                    cur.execute("UPDATE jits_run SET attempt = attempt WHERE 1 = 0")
+                return
+            except Exception as exc:
+                if "no such table" not in str(exc):
+                    raise
         with conn.cursor() as cur:
             existing = set(conn.introspection.table_names(cur))
         if {"jits_job", "jits_run"} <= existing:
@@ -2167,6 +2196,8 @@ class Scheduler:
         if now < self._next_poll:
             return 0
         self._next_poll = now + self.min_interval
+        if not _sigterm_checked:
+            _exit_on_sigterm()
         if not self._poll_lock.acquire(blocking=False):
             return 0  # a poll is still running
         try:
@@ -2183,6 +2214,8 @@ class Scheduler:
 
     def poll(self):
         """Run (or, threaded, start) every due run now; return how many."""
+        if not _sigterm_checked:
+            _exit_on_sigterm()
         with self._poll_lock:
             if self.threaded:
                 self._start_threads()
@@ -2246,11 +2279,17 @@ class Scheduler:
         for claim in leftover:
             claim.lost = True
         self._wake_keeper.set()
-        # Giving back needs the store, which may be unreachable: do it in a
-        # helper thread and wait for it only so long, so exit never hangs.
-        giving = threading.Thread(target=lambda: [self._give_back(c) for c in
-                                                  pending + leftover],
-                                  daemon=True, name="jits-give-back")
+        def settle():
+            for claim in pending + leftover:
+                if claim.unrecorded is not None:
+                    # The task did run: one last try to record it, never a rerun.
+                    self._write_outcome(claim, final=True)
+                else:
+                    self._give_back(claim)
+
+        # Both need the store, which may be unreachable: do it in a helper
+        # thread and wait for it only so long, so exit never hangs.
+        giving = threading.Thread(target=settle, daemon=True, name="jits-give-back")
         giving.start()
         giving.join(max(grace, 1.0))
 
@@ -2260,11 +2299,16 @@ class Scheduler:
         try:
             started = self._poll_once()
         except Exception as exc:
-            if "database is locked" in str(exc) and self._busy_polls < BUSY_POLLS_QUIET:
-                # Another process holds SQLite's write lock: usual under
-                # load, and the next poll tries again.
+            if _is_corrupt(exc):
+                self._log_error("jits store %r is corrupt; no task runs until the file "
+                                "is moved away (jits then starts an empty store)",
+                                self.store, exc)
+            elif _is_contention(exc) and self._busy_polls < BUSY_POLLS_QUIET:
+                # Another process holds SQLite's write lock, or the database
+                # picked this transaction as a deadlock's victim: usual under
+                # load; it was rolled back, and the next poll tries again.
                 self._busy_polls += 1
-                logger.debug("jits store is busy; poll skipped")
+                logger.debug("jits store is busy (%s); poll skipped", exc)
             else:
                 self._log_error("jits could not poll its store %r", self.store, exc)
             return 0
@@ -2443,6 +2487,7 @@ class Scheduler:
                 # claimed the row again: keep the one run going, with the
                 # new claim, rather than queue the task a second time.
                 held.claim, held.lost = claim.claim, False
+                held.renew_at = min(held.renew_at, claim.renew_at)
                 return False
             self._inflight[claim.id] = claim
         self._start_keeper()
@@ -2476,6 +2521,10 @@ class Scheduler:
                 value = asyncio.run(value)
             result = _dump_result(value)
             outcome = "succeeded"
+        except _Terminated:
+            self._untrack(claim)
+            self._give_back(claim)
+            raise
         except (Exception, SystemExit):
             # A task calling sys.exit() has failed; it must not take the
             # request or the worker thread down with it.
@@ -2519,18 +2568,38 @@ class Scheduler:
             attempts = 0
         else:
             status, due, scheduled, attempts = outcome, None, claim.scheduled, claim.attempt
+        claim.unrecorded = (status, due, scheduled, attempts, outcome, result, error,
+                            started, finished, self.owner, error_class, text)
+        self._write_outcome(claim)
+
+    def _write_outcome(self, claim, final=False):
+        """Write a finished run's outcome; return True when nothing is left to do.
+
+        When the store fails (locked, unreachable), the claim stays held
+        and the lease keeper tries again until the write succeeds or the
+        lease is lost: a run that happened is recorded, not repeated, as
+        long as the store comes back within the lease.
+        """
         try:
-            kept = self.store.finish(claim, status, due, scheduled, attempts, outcome,
-                                     result, error, started, finished, self.owner,
-                                     error_class, text)
+            kept = self.store.finish(claim, *claim.unrecorded)
         except Exception as exc:
-            self._log_error("jits could not record the outcome of job %s (it will run "
-                            "again when its lease ends)", claim.id, exc)
-            return
+            if final:
+                self._log_error("jits could not record the outcome of job %s (it will "
+                                "run again when its lease ends)", claim.id, exc)
+                return True
+            self._log_error("jits could not record the outcome of job %s yet (it "
+                            "keeps its claim and tries again)", claim.id, exc)
+            claim.renew_at = self._now() + min(1.0, claim.lease / 6.0)
+            with self._state_lock:
+                self._inflight.setdefault(claim.id, claim)
+            self._start_keeper()
+            return False
+        self._untrack(claim)
+        claim.unrecorded = None
         if not kept:
             logger.warning("job %s (%s) lost its claim before it finished; another "
                            "worker may have run it again", claim.id, claim.task)
-        return kept
+        return True
 
     def _give_back(self, claim):
         try:
@@ -2598,6 +2667,9 @@ class Scheduler:
             for claim in claims:
                 if claim.renew_at > now:
                     continue
+                if claim.unrecorded is not None:
+                    self._write_outcome(claim)
+                    continue
                 try:
                     if self.store.renew(claim, now + claim.lease):
                         claim.renew_at = now + claim.lease / 3.0
@@ -2621,6 +2693,58 @@ def _shutdown_all():
     for scheduler in list(_live_schedulers):
         if scheduler._pool is not None or scheduler._inflight:
             scheduler.shutdown()
+
+
+def _is_corrupt(exc):
+    """Tell whether a store error says the SQLite file is damaged."""
+    text = str(exc)
+    return "file is not a database" in text or "malformed" in text
+
+
+_sigterm_checked = False
+
+
+def _exit_on_sigterm():
+    """Make SIGTERM end a plain process through SystemExit, once, if nobody
+    else handles it.
+
+    The default action kills the process at once: no atexit, so running
+    tasks could neither finish nor give their claims back until their
+    leases end.  Servers that handle SIGTERM themselves (gunicorn, uWSGI)
+    are left alone; so is any handler the program set.  Only the main
+    thread can set handlers; polls from other threads do not try.
+    """
+    global _sigterm_checked
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _sigterm_checked = True
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - no signals
+        logger.debug("jits could not set a SIGTERM handler", exc_info=True)
+
+
+def _is_contention(exc):
+    """Tell whether a store error is a passing conflict with other writers."""
+    text = str(exc).lower()
+    return any(sign in text for sign in ("database is locked", "deadlock",
+                                         "could not serialize", "lock wait timeout"))
+
+
+class _Terminated(SystemExit):
+    """SIGTERM, raised as SystemExit so the process exits the usual way.
+
+    Unlike a task's own sys.exit(), which is the task failing, it must get
+    through the scheduler to end the process.
+    """
+
+
+def _on_sigterm(signum, frame):
+    # A second SIGTERM, during the grace period, kills at once as usual.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    logger.info("SIGTERM: jits lets running tasks finish (or gives them back)")
+    raise _Terminated(128 + signum)
 
 
 def _lookup(name):
@@ -3301,6 +3425,10 @@ def _execute_django_task(scheduler, claim):
             value = result.task.call(*args, **kwargs)
         value = normalize_json(value)
         encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except _Terminated:
+        scheduler._untrack(claim)
+        scheduler._give_back(claim)
+        raise
     except (Exception, SystemExit) as exc:  # sys.exit() in a task is a failure
         finished = scheduler._now()
         scheduler._untrack(claim)

@@ -2648,8 +2648,11 @@ class MultiProcessSQLiteTests(MultiProcessMixin, unittest.TestCase):
 @skip_unless_db(HAVE_PG, "PostgreSQL")
 class MultiProcessPostgresTests(MultiProcessMixin, unittest.TestCase):
     def test_four_processes_run_everything_exactly_once(self):
-        target = json.dumps(dict(dj_settings.DATABASES["pg"]))
-        figures = self.run_processes("django", target, jits.DjangoStore("pg"))
+        # A database of its own: the shared "test" database may be in use by
+        # another run, whose clean-up would delete this test's jobs.
+        database = private_database(self, "postgresql")
+        figures = self.run_processes("django", json.dumps(database),
+                                     jits.DjangoStore(django_alias(self, database)))
         sys.stderr.write("\n[multi-process postgresql] %s\n" % figures)
 
 
@@ -2742,7 +2745,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 JITS_THREADED = os.environ.get("PROJECT_THREADED", "1") == "1"
 JITS_NUM_THREADS = 4
-JITS_MIN_SECONDS = 1
+JITS_MIN_SECONDS = float(os.environ.get("PROJECT_MIN_SECONDS", "1"))
 LEDGER = os.environ["PROJECT_LEDGER"]
 LOGGING = {"version": 1, "disable_existing_loggers": False,
            "handlers": {"err": {"class": "logging.StreamHandler"}},
@@ -2760,11 +2763,30 @@ def enqueue(request, n):
     from shop.tasks import job
     return HttpResponse(job.enqueue(n))
 
-urlpatterns = [path("", index), path("enqueue/<int:n>/", enqueue)]
+def enqueue_many(request, start, count):
+    # The view's own database work: when the database is down this view
+    # answers 503 itself, so that any 500 can only come from elsewhere.
+    from django.db import DatabaseError, transaction
+    from shop.tasks import job
+    try:
+        with transaction.atomic():
+            ids = [job.enqueue(n) for n in range(start, start + count)]
+    except DatabaseError as exc:
+        return HttpResponse("database unavailable: %s" % exc, status=503)
+    return HttpResponse(str(len(ids)))
+
+def slow(request, n, seconds):
+    from shop.tasks import slow
+    return HttpResponse(slow.enqueue(n, seconds))
+
+urlpatterns = [path("", index), path("enqueue/<int:n>/", enqueue),
+               path("enqueue/<int:start>/<int:count>/", enqueue_many),
+               path("slow/<int:n>/<int:seconds>/", slow)]
 """
 
 PROJECT_TASKS = """
 import os
+import time
 import jits
 from django.conf import settings
 
@@ -2783,6 +2805,12 @@ def tock(ctx):
 @jits.task
 def job(n):
     record("job", n, os.getpid())
+
+@jits.task(lease=float(os.environ.get("PROJECT_LEASE", "3")), takes_context=True)
+def slow(ctx, n, seconds):
+    record("start", "%d:%d" % (n, ctx.attempt), os.getpid())
+    time.sleep(seconds)
+    record("end", "%d:%d" % (n, ctx.attempt), os.getpid())
 """
 
 
@@ -2817,7 +2845,8 @@ def _have_gunicorn():
 class ProjectMixin:
     """Run a generated Django project under gunicorn and drive it with requests."""
 
-    def start_project(self, database, threaded=True, worker_class="sync"):
+    def start_project(self, database, threaded=True, worker_class="sync",
+                      min_seconds=1, lease=3, graceful_timeout=10, env_extra=None):
         folder = tempfile.mkdtemp(dir=TMP)
         _write_project(folder)
         ledger = os.path.join(folder, "ledger.txt")
@@ -2825,23 +2854,26 @@ class ProjectMixin:
         env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + folder,
                    PROJECT_DATABASE=json.dumps(database), PROJECT_LEDGER=ledger,
                    PROJECT_THREADED="1" if threaded else "0",
-                   DJANGO_SETTINGS_MODULE="mysite.settings")
+                   PROJECT_MIN_SECONDS=str(min_seconds), PROJECT_LEASE=str(lease),
+                   DJANGO_SETTINGS_MODULE="mysite.settings", **(env_extra or {}))
         migrate = subprocess.run([sys.executable, "-m", "django", "migrate", "-v0"],
                                  cwd=folder, env=env, capture_output=True, text=True,
-                                 timeout=120)
+                                 timeout=180)
         self.assertEqual(migrate.returncode, 0, migrate.stderr)
         port = _free_port()
         args = [sys.executable, "-m", "gunicorn", "-w", "4", "-b", "127.0.0.1:%d" % port,
-                "--worker-class", worker_class, "--graceful-timeout", "10",
-                "mysite.wsgi"]
+                "--worker-class", worker_class, "--timeout", "120",
+                "--graceful-timeout", str(graceful_timeout), "mysite.wsgi"]
         if worker_class == "gthread":
             args[5:5] = ["--threads", "4"]
-        log = open(os.path.join(folder, "gunicorn.log"), "w")
+        self.gunicorn_log = os.path.join(folder, "gunicorn.log")
+        log = open(self.gunicorn_log, "w")
+        self.addCleanup(log.close)
         server = subprocess.Popen(args, cwd=folder, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
-        self.addCleanup(lambda: server.poll() is None and server.kill())
+        self.addCleanup(_stop_process, server)
         base = "http://127.0.0.1:%d" % port
-        self.assertTrue(wait_for(lambda: self.get(base + "/")[0] == 200, 30),
+        self.assertTrue(wait_for(lambda: self.get(base + "/")[0] == 200, 60, 0.2),
                         "gunicorn did not start")
         return folder, env, server, base, ledger
 
@@ -2852,22 +2884,25 @@ class ProjectMixin:
 
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            with opener.open(url, timeout=30) as response:
+            with opener.open(url, timeout=60) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
-            return exc.code, ""
+            return exc.code, exc.read().decode(errors="replace")
         except OSError as exc:
             return None, str(exc)
 
-    def drive(self, base, ledger, jobs, seconds, clients=8):
+    def drive(self, base, ledger, jobs, seconds, clients=8, batch=1, pause=0.01,
+              drain=90, stats=None):
         """Send requests for at least *seconds*, enqueueing *jobs* jobs on the
-        way, then until every job has run; return the count of each status."""
+        way (*batch* per request), then until every job has run; return the
+        count of each status."""
         statuses = {}
         lock = threading.Lock()
-        counter = iter(range(jobs))
+        counter = iter(range(0, jobs, batch))
         enqueued = []
+        latencies = []
         end = time.monotonic() + seconds
-        give_up = end + 120
+        give_up = end + 300
 
         def client():
             while time.monotonic() < give_up:
@@ -2875,49 +2910,79 @@ class ProjectMixin:
                     n = next(counter, None)
                 if n is None and time.monotonic() >= end:
                     return
-                url = base + ("/enqueue/%d/" % n if n is not None else "/")
-                status, _ = self.get(url)
+                if n is None:
+                    url = base + "/"
+                elif batch == 1:
+                    url = base + "/enqueue/%d/" % n
+                else:
+                    url = base + "/enqueue/%d/%d/" % (n, min(batch, jobs - n))
+                t0 = time.monotonic()
+                status, body = self.get(url)
+                took = time.monotonic() - t0
                 with lock:
+                    latencies.append(took)
                     statuses[status] = statuses.get(status, 0) + 1
+                    if status is not None and status >= 500 and stats is not None:
+                        stats.setdefault("bodies", []).append(body[:300])
                     if n is not None and status == 200:
-                        enqueued.append(n)
-                time.sleep(0.01)
+                        enqueued.extend(range(n, min(n + batch, jobs)))
+                time.sleep(pause)
 
         threads = [threading.Thread(target=client) for _ in range(clients)]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(seconds + 180)
-        self.assertEqual(len(enqueued), jobs, statuses)
+            t.join(seconds + 400)
+        self.assertEqual(len(enqueued), jobs, (statuses, (stats or {}).get("bodies")))
 
         def all_ran():
             self.get(base + "/")
             return len(self.read_ledger(ledger)["job"]) >= jobs
 
-        wait_for(all_ran, 60, 0.2)
+        wait_for(all_ran, drain, 0.1)
+        if stats is not None:
+            latencies.sort()
+            stats.update(requests=len(latencies),
+                         p99_ms=round(1000 * latencies[int(len(latencies) * .99)]),
+                         max_ms=round(1000 * latencies[-1]))
         return statuses
 
     @staticmethod
     def read_ledger(ledger):
-        found = {"job": [], "tick": [], "tock": []}
+        found = {"job": [], "tick": [], "tock": [], "start": [], "end": []}
         with open(ledger) as f:
             for line in f:
-                kind, value, _pid = line.split()
-                found[kind].append(value)
+                parts = line.split()
+                if len(parts) == 3:  # a line being written has fewer parts
+                    found.setdefault(parts[0], []).append(parts[1])
         return found
 
-    def check_exactly_once(self, ledger, jobs, seconds):
+    def check_exactly_once(self, ledger, jobs, seconds, share=2):
         found = self.read_ledger(ledger)
-        self.assertEqual(sorted(int(n) for n in found["job"]), list(range(jobs)))
+        ran = sorted(int(n) for n in found["job"])
+        self.assertEqual(len(ran), len(set(ran)), "a job ran twice")
+        self.assertEqual(ran, list(range(jobs)), "a job was lost")
         for kind, period in (("tick", 1), ("tock", 2)):
             slots = [float(v) for v in found[kind]]
             self.assertEqual(len(slots), len(set(slots)), "%s ran a slot twice" % kind)
-            self.assertGreaterEqual(len(slots), seconds / period / 2, kind)
-        return {k: len(v) for k, v in found.items()}
+            self.assertGreaterEqual(len(slots), seconds / period / share, kind)
+        return {k: len(v) for k, v in found.items() if v}
 
     def stop(self, server):
         server.terminate()
-        self.assertEqual(server.wait(60), 0)
+        self.assertEqual(server.wait(90), 0)
+
+    def log_text(self):
+        with open(self.gunicorn_log) as f:
+            return f.read()
+
+
+def _stop_process(proc):
+    """Kill a process the test started, if it still runs (cleanup)."""
+    if proc.poll() is None:
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
 
 
 @unittest.skipUnless(django is not None and _have_gunicorn(), "needs Django and gunicorn")
@@ -3578,6 +3643,878 @@ class TasksBackendWithoutDjangoTasksTests(unittest.TestCase):
         with self.assertRaisesRegex(jits.JitsError,
                                     r"needs Django 6\.0 or newer \(django\.tasks\)"):
             jits.TasksBackend("default", {})
+
+
+
+# ---------------------------------------------------------------------------
+# Production proof: real databases, load, crashes, outages, shutdown.
+# Databases on the shared servers are private to each test (created and
+# dropped here), so runs never disturb one another.
+# ---------------------------------------------------------------------------
+
+LONG_TESTS = os.environ.get("JITS_LONG_TESTS") == "1"
+long_test = unittest.skipUnless(
+    LONG_TESTS, "long load/outage test: set JITS_LONG_TESTS=1 to run it (CI does, "
+    "with Python 3.13)")
+needs_project = unittest.skipUnless(django is not None and _have_gunicorn(),
+                                    "needs Django and gunicorn")
+
+
+def _figures(label, **values):
+    text = " ".join("%s=%s" % item for item in values.items())
+    sys.stderr.write("\n[%s] %s\n" % (label, text))
+
+
+def private_database(test, vendor):
+    """Create an empty database on a shared server for *test* (dropped at
+    cleanup); return its Django DATABASES entry."""
+    import uuid
+
+    name = "jits_t%d_%s" % (os.getpid(), uuid.uuid4().hex[:8])
+    if vendor == "sqlite":
+        return {"ENGINE": "django.db.backends.sqlite3",
+                "NAME": os.path.join(tempfile.mkdtemp(dir=TMP), "site.sqlite3"),
+                "OPTIONS": {"timeout": 20}}
+    if vendor == "postgresql":
+        import psycopg
+
+        def admin(sql):
+            with psycopg.connect(host=PG["host"], port=PG["port"], user=PG["user"],
+                                 dbname="postgres", autocommit=True) as conn:
+                conn.execute(sql)
+
+        admin('CREATE DATABASE "%s"' % name)
+        test.addCleanup(admin, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+        return {"ENGINE": "django.db.backends.postgresql", "NAME": name,
+                "USER": PG["user"], "HOST": PG["host"], "PORT": PG["port"]}
+    import MySQLdb
+
+    def admin(sql):
+        conn = MySQLdb.connect(host=MY["host"], port=MY["port"], user=MY["user"],
+                               passwd="")
+        try:
+            conn.cursor().execute(sql)
+        finally:
+            conn.close()
+
+    admin("CREATE DATABASE `%s`" % name)
+    test.addCleanup(admin, "DROP DATABASE IF EXISTS `%s`" % name)
+    return {"ENGINE": "django.db.backends.mysql", "NAME": name, "USER": MY["user"],
+            "PASSWORD": "", "HOST": MY["host"], "PORT": MY["port"]}
+
+
+def django_alias(test, database):
+    """Make *database* reachable in this process as a Django alias; return it."""
+    import uuid
+
+    from django.db import connections
+
+    alias = "t_" + uuid.uuid4().hex[:8]
+    both = {"default": dict(connections.settings["default"]), alias: dict(database)}
+    connections.settings[alias] = connections.configure_settings(both)[alias]
+
+    def forget():
+        with contextlib.suppress(Exception):
+            connections[alias].close()
+        with contextlib.suppress(AttributeError):
+            delattr(connections._connections, alias)
+        connections.settings.pop(alias, None)
+
+    test.addCleanup(forget)
+    return alias
+
+
+def need_vendor(vendor):
+    if vendor == "postgresql":
+        return skip_unless_db(HAVE_PG, "PostgreSQL")
+    if vendor == "mysql":
+        return skip_unless_db(HAVE_MY, "MariaDB")
+    return needs_django
+
+
+def _pg_binaries():
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return os.path.dirname(found[-1])
+    initdb = shutil.which("initdb")
+    return os.path.dirname(initdb) if initdb else None
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of our own (initdb in a temp dir), to stop at will."""
+
+    def __init__(self):
+        self.bin = _pg_binaries()
+        self.dir = tempfile.mkdtemp(prefix="jits-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.port = _free_port()
+        self.as_user = []
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            shutil.chown(self.dir, "postgres", "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+
+    def run(self, *args, timeout=120):
+        out = subprocess.run(self.as_user + list(args), capture_output=True, text=True,
+                             timeout=timeout, cwd=self.dir)
+        if out.returncode != 0:
+            raise RuntimeError("%s failed: %s %s" % (args[0], out.stdout, out.stderr))
+        return out
+
+    def init(self):
+        self.run(os.path.join(self.bin, "initdb"), "-D", self.data, "-U", "postgres",
+                 "--auth=trust", "-E", "UTF8", "--no-sync")
+
+    def start(self):
+        options = ("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c max_connections=100" % (self.port, self.dir))
+        self.run(os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-o", options,
+                 "-l", os.path.join(self.dir, "log"), "-w", "-t", "60", "start")
+
+    def stop(self):
+        self.run(os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-m", "fast",
+                 "-w", "-t", "60", "stop")
+
+    def destroy(self):
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            with contextlib.suppress(Exception):
+                self.run(os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-m",
+                         "immediate", "-w", "-t", "30", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def create_database(self, name):
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres",
+                             dbname="postgres", autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "%s"' % name)
+        return {"ENGINE": "django.db.backends.postgresql", "NAME": name,
+                "USER": "postgres", "HOST": "127.0.0.1", "PORT": self.port,
+                "OPTIONS": {"connect_timeout": 5}}
+
+
+def private_postgres(test):
+    """Start a private PostgreSQL server for *test*; skip (or fail when CI
+    requires databases) if PostgreSQL's server binaries are missing."""
+    if not _driver("psycopg") or _pg_binaries() is None or (
+            os.geteuid() == 0 and shutil.which("runuser") is None):
+        if REQUIRE_DATABASES:
+            test.fail("initdb/pg_ctl or psycopg is missing: cannot start a private "
+                      "PostgreSQL server")
+        test.skipTest("initdb/pg_ctl or psycopg is missing: cannot start a private "
+                      "PostgreSQL server")
+    server = PrivatePostgres()
+    test.addCleanup(server.destroy)
+    server.init()
+    server.start()
+    return server
+
+
+
+def ledger_lines(ledger):
+    """Return the complete lines of a ledger file, split into fields."""
+    with open(ledger) as f:
+        return [line.split() for line in f if line.endswith("\n")]
+
+
+# -- Under load: gunicorn, 4 workers, every database --------------------------
+
+
+class LoadMixin(ProjectMixin):
+    """gunicorn -w 4 on one database, driven by a load generator on 127.0.0.1."""
+
+    vendor = "sqlite"
+
+    def run_load(self, worker_class, threaded, seconds, jobs, batch=10):
+        database = private_database(self, self.vendor)
+        folder, env, server, base, ledger = self.start_project(
+            database, threaded=threaded, worker_class=worker_class)
+        stats = {}
+        t0 = time.monotonic()
+        statuses = self.drive(base, ledger, jobs, seconds, clients=6, batch=batch,
+                              pause=0.005, drain=300, stats=stats)
+        took = time.monotonic() - t0
+        self.stop(server)
+        self.assertEqual(set(statuses), {200}, (statuses, stats.get("bodies")))
+        # Periodic rows queue behind a backlog of older jobs, so under load
+        # their missed slots coalesce: fewer runs, never a slot twice.
+        counts = self.check_exactly_once(ledger, jobs, seconds, share=12)
+        store = jits.DjangoStore(django_alias(self, database))
+        self.assertEqual([r["id"] for r in store.rows() if r["status"] == "running"],
+                         [], "nothing may stay running")
+        self.assertEqual(len(store.runs()), sum(counts.values()),
+                         "the run history must match the runs")
+        log = self.log_text()
+        self.assertNotIn("Traceback", log)
+        pids = {parts[2] for parts in ledger_lines(ledger)}
+        _figures("load %s %s threaded=%s" % (self.vendor, worker_class, threaded),
+                 seconds=round(took, 1), requests=stats["requests"],
+                 p99_ms=stats["p99_ms"], max_ms=stats["max_ms"], jobs=jobs,
+                 runs=counts, statuses=statuses, workers_that_ran_tasks=len(pids))
+
+
+@long_test
+@needs_project
+@need_vendor("sqlite")
+class LoadSQLiteTests(LoadMixin, unittest.TestCase):
+    vendor = "sqlite"
+
+    def test_gthread_threaded_60s_5000_jobs(self):
+        self.run_load("gthread", True, 60, 5000)
+
+    def test_sync_blocking_15s(self):
+        self.run_load("sync", False, 15, 1000)
+
+
+@long_test
+@needs_project
+@need_vendor("postgresql")
+class LoadPostgresTests(LoadMixin, unittest.TestCase):
+    vendor = "postgresql"
+
+    def test_sync_blocking_60s_5000_jobs(self):
+        self.run_load("sync", False, 60, 5000)
+
+    def test_gthread_threaded_15s(self):
+        self.run_load("gthread", True, 15, 1000)
+
+
+@long_test
+@needs_project
+@need_vendor("mysql")
+class LoadMySQLTests(LoadMixin, unittest.TestCase):
+    vendor = "mysql"
+
+    def test_sync_threaded_60s_5000_jobs(self):
+        self.run_load("sync", True, 60, 5000)
+
+    def test_gthread_blocking_15s(self):
+        self.run_load("gthread", False, 15, 1000)
+
+
+class Background:
+    """Requests to "/" from a few threads until stopped; counts statuses."""
+
+    def __init__(self, test, base, clients=2, pause=0.05):
+        self.statuses = {}
+        self.bodies = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+        def client():
+            while not self._stop.is_set():
+                status, body = test.get(base + "/")
+                with self._lock:
+                    self.statuses[status] = self.statuses.get(status, 0) + 1
+                    if status != 200:
+                        self.bodies.append(body[:300])
+                time.sleep(pause)
+
+        self._threads = [threading.Thread(target=client, daemon=True)
+                         for _ in range(clients)]
+        for t in self._threads:
+            t.start()
+        test.addCleanup(self.stop)
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(90)
+        return self.statuses
+
+
+# -- kill -9 of a worker that runs a task -------------------------------------
+
+
+@needs_project
+class WorkerKillTests(ProjectMixin, unittest.TestCase):
+    def test_task_of_a_killed_worker_runs_once_more_elsewhere(self):
+        import signal
+
+        lease, seconds = 3, 6  # the task outlives its lease: it must renew it
+        database = private_database(self, "sqlite")
+        folder, env, server, base, ledger = self.start_project(
+            database, threaded=True, lease=lease)
+        load = Background(self, base)
+        self.assertEqual(self.get(base + "/slow/1/%d/" % seconds)[0], 200)
+
+        def started(attempt):
+            return [p for p in ledger_lines(ledger)
+                    if p[0] == "start" and p[1] == "1:%d" % attempt]
+
+        self.assertTrue(wait_for(lambda: started(1), 60), "the task did not start")
+        victim = int(started(1)[0][2])
+        time.sleep(lease + 1)  # past the first lease: renewals keep it ours
+        self.assertEqual(len([p for p in ledger_lines(ledger) if p[0] == "start"]), 1,
+                         "a task longer than its lease got a second copy")
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        self.assertTrue(wait_for(lambda: started(2), 90), "the task was not run again")
+        rerun_after = time.monotonic() - killed
+        self.assertTrue(wait_for(
+            lambda: [p for p in ledger_lines(ledger) if p[0] == "end"], 90))
+        time.sleep(2 * lease + 1)  # time enough for a wrong third copy
+        statuses = load.stop()
+        self.stop(server)
+        lines = ledger_lines(ledger)
+        starts = [p for p in lines if p[0] == "start"]
+        ends = [p for p in lines if p[0] == "end"]
+        self.assertEqual([p[1] for p in starts], ["1:1", "1:2"])
+        self.assertEqual([p[1] for p in ends], ["1:2"])
+        self.assertNotEqual(starts[1][2], str(victim), "it must run in another process")
+        self.assertFalse([s for s in statuses if s is not None and s >= 500], statuses)
+        store = jits.DjangoStore(django_alias(self, database))
+        rows = [r for r in store.rows() if r["task"] == "shop.tasks.slow"]
+        self.assertEqual(len(rows), 1)
+        self.assertEqual((rows[0]["status"], rows[0]["owner"], rows[0]["attempts"]),
+                         ("succeeded", None, 2))
+        self.assertEqual([r["attempt"] for r in store.runs(rows[0]["id"])], [2])
+        self.assertFalse([r for r in store.rows() if r["status"] == "running"])
+        _figures("kill -9", lease=lease, task_seconds=seconds,
+                 rerun_after_kill_s=round(rerun_after, 1), statuses=statuses,
+                 worker_restarts=1)
+
+
+# -- Database outage: a private PostgreSQL server, stopped for 30 s ------------
+
+
+@long_test
+@needs_project
+class DatabaseOutageTests(ProjectMixin, unittest.TestCase):
+    def test_postgresql_stopped_for_30s_under_load(self):
+        pg = private_postgres(self)
+        database = pg.create_database("site")
+        folder, env, server, base, ledger = self.start_project(
+            database, threaded=False, worker_class="sync")
+        phase = ["before"]
+        results = []  # (phase, kind, status, first job or None)
+        lock = threading.Lock()
+        done = threading.Event()
+        counter = iter(range(0, 10 ** 6, 5))
+
+        def client(i):
+            turn = 0
+            while not done.is_set():
+                turn += 1
+                if turn % 2:
+                    n, url = None, base + "/"
+                else:
+                    with lock:
+                        n = next(counter)
+                    url = base + "/enqueue/%d/5/" % n
+                current = phase[0]
+                status, body = self.get(url)
+                with lock:
+                    results.append((current, n, status, body[:200]))
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True)
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        self.addCleanup(done.set)
+        time.sleep(10)
+        pg.stop()
+        phase[0] = "down"
+        stopped_wall = time.time()
+        time.sleep(30)
+        phase[0] = "restarting"
+        pg.start()
+        phase[0] = "after"
+        restarted_wall = time.time()
+        time.sleep(15)
+        done.set()
+        for t in threads:
+            t.join(120)
+        ok = set()
+        for _, n, status, _ in results:
+            if n is not None and status == 200:
+                ok.update(range(n, n + 5))
+
+        def all_ran():
+            self.get(base + "/")
+            return ok <= {int(v) for v in self.read_ledger(ledger)["job"]}
+
+        self.assertTrue(wait_for(all_ran, 180, 0.2), "jobs were lost")
+        self.stop(server)
+        by_phase = {}
+        for current, n, status, _ in results:
+            key = "%s %s %s" % (current, "home" if n is None else "enqueue", status)
+            by_phase[key] = by_phase.get(key, 0) + 1
+        home_bad = [r for r in results if r[1] is None and r[2] != 200]
+        self.assertEqual(home_bad, [], "a page that needs no database failed")
+        self.assertFalse([r for r in results if r[2] is None or r[2] == 500],
+                         "every request must be answered, without a 500")
+        self.assertTrue(by_phase.get("down enqueue 503"), "the database was not down?")
+        found = self.read_ledger(ledger)
+        ran = [int(v) for v in found["job"]]
+        self.assertEqual(len(ran), len(set(ran)), "a job ran twice")
+        attempted = {n + k for _, n, _, _ in results if n is not None for k in range(5)}
+        self.assertLessEqual(set(ran), attempted)
+        ticks = [float(v) for v in found["tick"]]
+        self.assertEqual(len(ticks), len(set(ticks)), "a periodic slot ran twice")
+        self.assertTrue([t for t in ticks if t > restarted_wall],
+                        "the scheduler did not resume by itself")
+        store = jits.DjangoStore(django_alias(self, database))
+        self.assertFalse([r for r in store.rows() if r["status"] == "running"])
+        errors = self.log_text().count("jits could not")
+        self.assertLess(errors, 4 * (30 / 5 + 6) * 3, "store errors must be rate-limited")
+        gap = sorted(t for t in ticks if stopped_wall - 2 < t < restarted_wall + 30)
+        _figures("database outage (private postgresql, sync, blocking)",
+                 outage_s=round(restarted_wall - stopped_wall, 1),
+                 requests=len(results), by_phase=by_phase, jobs_enqueued=len(ok),
+                 jobs_ran=len(ran), jits_error_lines=errors,
+                 first_tick_after_restart_s=round(
+                     min(t for t in gap if t > restarted_wall) - restarted_wall, 1))
+
+
+# -- SQLite write contention ---------------------------------------------------
+
+HOG = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+end = time.monotonic() + float(sys.argv[2])
+held = 0
+while time.monotonic() < end:
+    conn.execute("BEGIN EXCLUSIVE")
+    time.sleep(0.3)
+    conn.execute("COMMIT")
+    held += 1
+    time.sleep(0.1)
+print(held, flush=True)
+"""
+
+
+@needs_project
+class SQLiteContentionTests(ProjectMixin, unittest.TestCase):
+    def test_database_is_locked_never_reaches_a_response(self):
+        database = private_database(self, "sqlite")
+        database["OPTIONS"] = {"timeout": 0.1}
+        folder, env, server, base, ledger = self.start_project(
+            database, threaded=False, min_seconds=0)
+        jobs, seconds = 300, 12
+        hog = subprocess.Popen([sys.executable, "-c", HOG, database["NAME"],
+                                str(seconds)], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(_stop_process, hog)
+        load = Background(self, base, clients=3, pause=0.01)
+        statuses, bodies, retried = {}, [], 0
+        for n in range(0, jobs, 10):
+            while True:  # the view's own insert may time out: it answers 503
+                status, body = self.get(base + "/enqueue/%d/10/" % n)
+                statuses[status] = statuses.get(status, 0) + 1
+                bodies.append(body)
+                if status == 200:
+                    break
+                retried += 1
+                time.sleep(0.05)
+            time.sleep(seconds / (jobs / 10) / 2)
+        held = int(hog.communicate(timeout=seconds + 60)[0])
+
+        def all_ran():
+            self.get(base + "/")
+            return len(self.read_ledger(ledger)["job"]) >= jobs
+
+        self.assertTrue(wait_for(all_ran, 120, 0.1), "jobs were lost")
+        home = load.stop()
+        self.stop(server)
+        self.assertEqual(set(home), {200}, load.bodies[:3])
+        self.assertLessEqual(set(statuses), {200, 503}, statuses)
+        # The enqueue view's own insert may time out (0.1 s here): it
+        # answers 503 itself.  Everything else must never see the lock.
+        self.assertFalse([b for b in load.bodies if "locked" in b],
+                         "'database is locked' reached a response")
+        self.assertFalse([b for b in bodies if "locked" in b and "unavailable" not in b])
+        log = self.log_text()
+        self.assertIn("database is locked", log, "the test made no contention?")
+        self.check_exactly_once(ledger, jobs, 0)
+        _figures("sqlite contention", exclusive_locks_held=held,
+                 home_requests=sum(home.values()), enqueue_statuses=statuses,
+                 jits_locked_log_lines=log.count("database is locked"), jobs=jobs)
+
+
+# -- The standalone store file deleted or corrupted -----------------------------
+
+WSGI_SITE = """
+import logging, os, sys, time
+import jits
+
+logging.basicConfig(level=logging.WARNING, format="%(process)d %(levelname)s %(message)s")
+LEDGER = os.environ["SITE_LEDGER"]
+scheduler = jits.Scheduler(jits.SQLiteStore(os.environ["SITE_STORE"], timeout=10),
+                           min_interval=0.2)
+
+def record(*parts):
+    with open(LEDGER, "a") as f:
+        f.write(" ".join(str(p) for p in parts) + "\\n")
+
+@jits.task(name="site.job")
+def job(n):
+    record("job", n, os.getpid())
+
+@jits.task(name="site.tick", every=1, takes_context=True)
+def tick(ctx):
+    record("tick", repr(ctx.scheduled.timestamp()), os.getpid())
+
+def inner(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    body = b"home"
+    if path.startswith("/enqueue/"):
+        n = int(path.split("/")[2])
+        body = scheduler.enqueue(job, None, (n,), {}).encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+application = jits.WSGIMiddleware(inner, scheduler)
+"""
+
+
+@unittest.skipUnless(_have_gunicorn(), "needs gunicorn")
+class StoreFileFaultTests(ProjectMixin, unittest.TestCase):
+    def start_site(self):
+        folder = tempfile.mkdtemp(dir=TMP)
+        with open(os.path.join(folder, "wsgisite.py"), "w") as f:
+            f.write(WSGI_SITE)
+        store = os.path.join(folder, "jits.sqlite3")
+        ledger = os.path.join(folder, "ledger.txt")
+        open(ledger, "w").close()
+        env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + folder, SITE_STORE=store,
+                   SITE_LEDGER=ledger)
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        port = _free_port()
+        self.gunicorn_log = os.path.join(folder, "gunicorn.log")
+        log = open(self.gunicorn_log, "w")
+        self.addCleanup(log.close)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", "4", "-b", "127.0.0.1:%d" % port,
+             "--timeout", "120", "wsgisite:application"],
+            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.addCleanup(_stop_process, server)
+        base = "http://127.0.0.1:%d" % port
+        self.assertTrue(wait_for(lambda: self.get(base + "/")[0] == 200, 60, 0.2))
+        return store, ledger, server, base
+
+    def enqueue_and_wait(self, base, ledger, numbers):
+        for n in numbers:
+            status, body = self.get(base + "/enqueue/%d/" % n)
+            self.assertEqual(status, 200, body)
+
+        def ran():
+            self.get(base + "/")
+            return set(numbers) <= {int(v) for v in self.read_ledger(ledger)["job"]}
+
+        self.assertTrue(wait_for(ran, 60, 0.05), "enqueued jobs did not run")
+
+    def test_deleted_then_corrupted_store_file(self):
+        store, ledger, server, base, = self.start_site()
+        load = Background(self, base, clients=3, pause=0.01)
+        self.enqueue_and_wait(base, ledger, range(0, 50))
+        for suffix in ("", "-wal", "-shm"):  # rm jits.sqlite3*, as README says
+            os.remove(store + suffix)
+        time.sleep(3)
+        self.enqueue_and_wait(base, ledger, range(50, 100))
+        self.assertIn("was deleted or replaced", self.log_text())
+        with open(store + ".bad", "wb") as f:  # a damaged copy put in its place
+            f.write(b"this is no database" + os.urandom(8192))
+        for suffix in ("-wal", "-shm"):
+            os.remove(store + suffix)
+        os.replace(store + ".bad", store)
+        time.sleep(4)
+        corrupt_log = self.log_text()
+        self.assertRegex(corrupt_log, r"jits store .*%s.* (is corrupt|is not a "
+                         r"database)" % os.path.basename(store))
+        for suffix in ("", "-wal", "-shm"):  # the operator moves the file away
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(store + suffix)
+        time.sleep(2)
+        self.enqueue_and_wait(base, ledger, range(100, 150))
+        statuses = load.stop()
+        self.stop(server)
+        self.assertEqual(set(statuses), {200}, load.bodies[:3])
+        self.assertLess(corrupt_log.count("was deleted or replaced"), 4 * 3,
+                        "the reopen warning must not repeat on every poll")
+        ran = [int(v) for v in self.read_ledger(ledger)["job"]]
+        self.assertEqual(sorted(ran), list(range(150)), "each job runs exactly once")
+        self.assertNotIn("Traceback", self.log_text())
+        _figures("store file deleted/corrupted", requests=sum(statuses.values()),
+                 statuses=statuses, jobs=len(ran))
+
+
+
+# -- Long tasks: leases renewed across processes, per-task lease ----------------
+
+LEASE_WORKER = """
+import json, logging, os, sys, time
+sys.path.insert(0, {here!r})
+kind, target, ledger_path, seconds = sys.argv[1:5]
+if kind == "django":
+    import django
+    from django.conf import settings
+    settings.configure(DATABASES={{"default": json.loads(target)}}, USE_TZ=True,
+                       TIME_ZONE="UTC", INSTALLED_APPS=[])
+    django.setup()
+import jits
+
+logging.basicConfig(level=logging.WARNING, format="%(process)d %(levelname)s %(message)s")
+store = jits.DjangoStore() if kind == "django" else jits.SQLiteStore(target, timeout=30)
+
+def record(*parts):
+    with open(ledger_path, "a") as f:
+        f.write(" ".join(str(p) for p in parts) + "\\n")
+
+@jits.task(name="lt.long", lease=2.0, takes_context=True)
+def long_task(ctx, n, secs):
+    record("start", n, ctx.attempt, os.getpid())
+    time.sleep(secs)
+    record("end", n, ctx.attempt, os.getpid())
+
+s = jits.Scheduler(store, threaded=True, num_threads=2, min_interval=0.05)
+end = time.monotonic() + float(seconds)
+while time.monotonic() < end:
+    s.maybe_poll()
+    time.sleep(0.02)
+s.shutdown(grace=30)
+print("worker done", flush=True)
+"""
+
+
+class LongTaskMixin:
+    """Tasks longer than their (short, per-task) lease, among 3 processes."""
+
+    vendor = "sqlite"
+
+    def test_long_task_keeps_its_lease_and_never_gets_a_second_copy(self):
+        lease, task_seconds, jobs = 2.0, 7, 4
+        if self.vendor == "sqlite":
+            kind = "sqlite"
+            target = tempfile.mktemp(dir=TMP, suffix=".sqlite3")
+            store = jits.SQLiteStore(target)
+        else:
+            kind = "django"
+            database = private_database(self, self.vendor)
+            target = json.dumps(database)
+            store = jits.DjangoStore(django_alias(self, database))
+        store.ensure_schema()
+        now = time.time()
+        for n in range(jobs):
+            store.enqueue("long-%d" % n, "lt.long", json.dumps([[n, task_seconds], {}]),
+                          now, "default", 0, now)
+        folder = tempfile.mkdtemp(dir=TMP)
+        script = os.path.join(folder, "worker.py")
+        with open(script, "w") as f:
+            f.write(LEASE_WORKER.format(here=HERE))
+        ledger = os.path.join(folder, "ledger.txt")
+        procs = [subprocess.Popen([sys.executable, script, kind, target, ledger, "14"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(3)]
+        for proc in procs:
+            self.addCleanup(_stop_process, proc)
+        leases = {}  # job -> lease ends seen while it ran
+        ahead = 0.0  # the most a lease end was seen ahead of the clock
+        while any(p.poll() is None for p in procs):
+            seen = time.time()
+            for row in store.rows():
+                if row["status"] == "running":
+                    leases.setdefault(row["id"], set()).add(row["due"])
+                    ahead = max(ahead, row["due"] - seen)
+            time.sleep(0.2)
+        errors = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            self.assertEqual(proc.returncode, 0, err[-3000:])
+            errors.append(err)
+        self.assertEqual("".join(errors), "", "no lease may be lost")
+        lines = ledger_lines(ledger)
+        starts = sorted((p[1], p[2]) for p in lines if p[0] == "start")
+        self.assertEqual(starts, [(str(n), "1") for n in range(jobs)],
+                         "each long task runs once, at its first attempt")
+        self.assertEqual(len([p for p in lines if p[0] == "end"]), jobs)
+        for row in store.rows():
+            self.assertEqual((row["status"], row["attempts"]), ("succeeded", 1))
+            self.assertEqual(len(store.runs(row["id"])), 1)
+        # The lease is the task's 2 s, not the 60 s default, and was renewed.
+        self.assertTrue(leases)
+        self.assertLess(ahead, lease + 0.5)
+        self.assertGreaterEqual(min(len(v) for v in leases.values()), 3, leases)
+        _figures("long tasks, %s" % self.vendor, processes=3, jobs=jobs,
+                 lease_s=lease, task_s=task_seconds, lease_ahead_max_s=round(ahead, 2),
+                 lease_ends_seen_per_job=sorted(len(v) for v in leases.values()),
+                 processes_that_ran=len({p[3] for p in lines if p[0] == "start"}))
+
+
+class LongTaskSQLiteTests(LongTaskMixin, unittest.TestCase):
+    vendor = "sqlite"
+
+
+@need_vendor("postgresql")
+class LongTaskPostgresTests(LongTaskMixin, unittest.TestCase):
+    vendor = "postgresql"
+
+
+@need_vendor("mysql")
+class LongTaskMySQLTests(LongTaskMixin, unittest.TestCase):
+    vendor = "mysql"
+
+
+class LeaseOptionTests(RegistryMixin, unittest.TestCase):
+    def test_claim_uses_the_lease_of_its_task(self):
+        scheduler, clock = self.memory_scheduler()
+        short = jits.task(name="t.short", lease=1.5)(lambda: None)
+        default = jits.task(name="t.default")(lambda: None)
+        for obj in (short, default):
+            scheduler.enqueue(obj, None, (), {})
+        names = scheduler._sync(clock.now())
+        claims = scheduler.store.claim(names, clock.now(), 10, "w", scheduler._leases)
+        ends = {c.task: scheduler.store.get(c.id)["due"] - clock.now() for c in claims}
+        self.assertEqual(ends, {"t.short": 1.5, "t.default": jits.DEFAULT_LEASE})
+
+
+# -- Graceful shutdown on SIGTERM -------------------------------------------------
+
+SHUTDOWN_WORKER = """
+import logging, os, sys, time
+sys.path.insert(0, {here!r})
+import jits
+
+path, ledger_path, mode = sys.argv[1:4]
+logging.basicConfig(level=logging.WARNING, format="%(process)d %(levelname)s %(message)s")
+
+def record(*parts):
+    with open(ledger_path, "a") as f:
+        f.write(" ".join(str(p) for p in parts) + "\\n")
+
+@jits.task(name="gs.finisher")
+def finisher():
+    record("start", "finisher")
+    time.sleep(2)
+    record("end", "finisher")
+
+@jits.task(name="gs.holdout")
+def holdout():
+    record("start", "holdout")
+    time.sleep(120)
+    record("end", "holdout")
+
+s = jits.Scheduler(jits.SQLiteStore(path), threaded=(mode == "threaded"), grace=4,
+                   min_interval=0.05)
+while True:
+    s.maybe_poll()
+    time.sleep(0.02)
+"""
+
+
+class GracefulShutdownTests(RegistryMixin, unittest.TestCase):
+    def run_until_sigterm(self, mode, names):
+        import signal
+
+        folder = tempfile.mkdtemp(dir=TMP)
+        path = os.path.join(folder, "store.sqlite3")
+        ledger = os.path.join(folder, "ledger.txt")
+        open(ledger, "w").close()
+        store = jits.SQLiteStore(path)
+        store.ensure_schema()
+        now = time.time()
+        for name in names:
+            store.enqueue(name, "gs." + name, "[[],{}]", now, "default", 0, now)
+        script = os.path.join(folder, "worker.py")
+        with open(script, "w") as f:
+            f.write(SHUTDOWN_WORKER.format(here=HERE))
+        proc = subprocess.Popen([sys.executable, script, path, ledger, mode],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(_stop_process, proc)
+        self.assertTrue(wait_for(lambda: len(ledger_lines(ledger)) >= len(names), 60),
+                        "the tasks did not start")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+        rows = {r["id"]: r for r in store.rows()}
+        return proc.returncode, took, rows, ledger_lines(ledger), store, err
+
+    def test_threaded_process_finishes_in_grace_or_gives_claims_back(self):
+        code, took, rows, lines, store, err = self.run_until_sigterm(
+            "threaded", ["finisher", "holdout"])
+        self.assertEqual(code, 143, err)  # exit status of a SIGTERM, after cleanup
+        self.assertIn(["end", "finisher"], lines)
+        self.assertNotIn(["end", "holdout"], lines)
+        self.assertEqual((rows["finisher"]["status"], rows["finisher"]["outcome"]),
+                         ("succeeded", "succeeded"))
+        holdout = rows["holdout"]
+        self.assertEqual((holdout["status"], holdout["owner"]), ("ready", None))
+        self.assertLessEqual(holdout["due"], time.time(), "given back: due at once")
+        self.assertGreater(took, 3, "the grace period (4 s) was not waited for")
+        self.assertLess(took, 30)
+        # Any other process takes the given-back job at once, not after its lease.
+        ran = []
+        jits.task(name="gs.holdout")(lambda: ran.append(1))
+        self.assertEqual(jits.Scheduler(store, min_interval=0).poll(), 1)
+        self.assertEqual(ran, [1])
+        self.assertEqual(store.get("holdout")["attempts"], 2)
+        _figures("SIGTERM, plain threaded process", grace_s=4,
+                 exit_after_s=round(took, 1), finished=1, given_back=1)
+
+    def test_blocking_process_gives_the_running_claim_back(self):
+        code, took, rows, lines, store, err = self.run_until_sigterm(
+            "blocking", ["holdout"])
+        self.assertEqual(code, 143, err)
+        self.assertEqual((rows["holdout"]["status"], rows["holdout"]["owner"]),
+                         ("ready", None))
+        self.assertLess(took, 20)
+
+
+@needs_project
+class GunicornShutdownTests(ProjectMixin, unittest.TestCase):
+    def test_sigterm_lets_tasks_finish_in_grace_or_gives_them_back(self):
+        import signal
+
+        database = private_database(self, "sqlite")
+        folder, env, server, base, ledger = self.start_project(
+            database, threaded=True, lease=30, graceful_timeout=40)
+        self.assertEqual(self.get(base + "/slow/1/3/")[0], 200)
+        self.assertEqual(self.get(base + "/slow/2/120/")[0], 200)
+
+        def both_started():
+            self.get(base + "/")
+            return len([p for p in ledger_lines(ledger) if p[0] == "start"]) == 2
+
+        self.assertTrue(wait_for(both_started, 60, 0.2))
+        t0 = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        self.assertEqual(server.wait(90), 0)
+        took = time.monotonic() - t0
+        ends = [p[1] for p in ledger_lines(ledger) if p[0] == "end"]
+        self.assertEqual(ends, ["1:1"], "the short task must finish, the long not")
+        store = jits.DjangoStore(django_alias(self, database))
+        rows = {json.loads(r["args"])[0][0]: r for r in store.rows()
+                if r["task"] == "shop.tasks.slow"}
+        self.assertEqual(rows[1]["status"], "succeeded")
+        self.assertEqual((rows[2]["status"], rows[2]["owner"]), ("ready", None),
+                         "the long task's claim must be given back")
+        self.assertLess(rows[2]["due"], time.time(), "not held until its 30 s lease")
+        self.assertLess(took, 40)
+        _figures("SIGTERM, gunicorn -w 4", grace_s=jits.DEFAULT_GRACE,
+                 stopped_after_s=round(took, 1), finished=1, given_back=1)
+
+
+# -- Several hosts on one database: processes with their own connections --------
+
+
+class MultiHostMixin(MultiProcessMixin):
+    vendor = "postgresql"
+
+    def test_processes_with_own_connections_run_everything_exactly_once(self):
+        database = private_database(self, self.vendor)
+        store = jits.DjangoStore(django_alias(self, database))
+        figures = self.run_processes("django", json.dumps(database), store)
+        _figures("several hosts, %s" % self.vendor, **figures)
+
+
+@need_vendor("postgresql")
+class MultiHostPostgresTests(MultiHostMixin, unittest.TestCase):
+    vendor = "postgresql"
+
+
+@need_vendor("mysql")
+class MultiHostMySQLTests(MultiHostMixin, unittest.TestCase):
+    vendor = "mysql"
 
 
 if __name__ == "__main__":
