@@ -1041,9 +1041,11 @@ def task(func=None, *, name=None, every=None, at=None, cron=None, timezone=None,
         raise ValueError("priority must be an int from %d to %d, got %r"
                          % (-2**31, 2**31 - 1, priority))
     if not isinstance(takes_context, bool):
-        raise TypeError("takes_context must be True or False, got %r" % (takes_context,))
+        raise TypeError("takes_context must be True or False, got %r"
+                        % (takes_context,))
     if not isinstance(queue, str) or not 0 < len(queue) <= 64:
-        raise ValueError("queue must be a name of 1 to 64 characters, got %r" % (queue,))
+        raise ValueError("queue must be a name of 1 to 64 characters, got %r"
+                         % (queue,))
     if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 200):
         raise ValueError("name must be a str of 1 to 200 characters, got %r" % (name,))
     if name is not None and name.startswith(_DJANGO_PREFIX):
@@ -1133,7 +1135,8 @@ def _build_schedule(every, at, cron, zone):
             "got %r" % (every,)
         )
     if not math.isfinite(every) or every <= 0:
-        raise ScheduleError("every must be a positive number of seconds, got %r" % every)
+        raise ScheduleError("every must be a positive number of seconds, got %r"
+                            % (every,))
     return Every(seconds=every, anchor=at)
 
 
@@ -1152,7 +1155,8 @@ def _register(obj):
 
 
 def _origin(func):
-    return "%s.%s" % (getattr(func, "__module__", "?"), getattr(func, "__qualname__", func))
+    return "%s.%s" % (getattr(func, "__module__", "?"),
+                      getattr(func, "__qualname__", func))
 
 
 def _check_json(value, where):
@@ -1351,7 +1355,8 @@ _SQL_GET = (
     "owner, claim, attempts, runs, failures, enqueued, started, finished, "
     "outcome, result, error FROM jits_job"
 )
-_GET_FIELDS = [c.strip() for c in _SQL_GET[len("SELECT "):-len(" FROM jits_job")].split(",")]
+_GET_FIELDS = [column.strip() for column in
+               _SQL_GET[len("SELECT "):-len(" FROM jits_job")].split(",")]
 
 
 class Claim:
@@ -1584,8 +1589,8 @@ class _SQLStore:
     def enqueue(self, job_id, name, args_json, due, queue_name, priority, now):
         """Store a one-off job."""
         with self._use(write=True) as cur:
-            cur.execute(self._sql(_SQL_INSERT_JOB), (job_id, name, None, queue_name,
-                                                     priority, args_json, due, due, now))
+            cur.execute(self._sql(_SQL_INSERT_JOB), (
+                job_id, name, None, queue_name, priority, args_json, due, due, now))
 
     def claim(self, names, now, limit, owner, leases, queues=None, only=None,
               probe=True, prefix=None):
@@ -1762,7 +1767,8 @@ class SQLiteStore(_SQLStore):
                              "%s first)" % (path, folder))
         if os.path.isdir(self.path):
             raise StoreError("the SQLite store %r is a folder; name a file in it, "
-                             "such as %s" % (path, os.path.join(path, DEFAULT_SQLITE_PATH)))
+                             "such as %s"
+                             % (path, os.path.join(path, DEFAULT_SQLITE_PATH)))
         self.timeout = _check_number(timeout, "timeout")
         self._local = threading.local()
         self._memory = None
@@ -1823,7 +1829,8 @@ class SQLiteStore(_SQLStore):
 
     @contextlib.contextmanager
     def _transaction(self, write):
-        guard = self._memory_lock if self.path == ":memory:" else contextlib.nullcontext()
+        memory = self.path == ":memory:"
+        guard = self._memory_lock if memory else contextlib.nullcontext()
         with guard:
             conn = self._connection()
             cur = conn.cursor()
@@ -2361,9 +2368,9 @@ class Scheduler:
             if free <= 0:
                 self._backlog = True
                 break
-            claims = self.store.claim(names, self._now(), free, self.owner, self._leases,
-                                      self.queues, probe=not self._backlog,
-                                      prefix=self._prefix())
+            claims = self.store.claim(names, self._now(), free, self.owner,
+                                      self._leases, self.queues,
+                                      probe=not self._backlog, prefix=self._prefix())
             for claim in claims:
                 if not self._track(claim):
                     continue
@@ -2511,7 +2518,9 @@ class Scheduler:
                 raise JitsError("task %r is no longer registered" % claim.task)
             args, kwargs = json.loads(claim.args)
             if task_obj.takes_context:
-                scheduled = _utc(claim.scheduled) if claim.scheduled is not None else None
+                scheduled = None
+                if claim.scheduled is not None:
+                    scheduled = _utc(claim.scheduled)
                 args = [RunContext(claim.task, claim.id, scheduled, claim.attempt,
                                    self.owner)] + args
             logger.info("running %s (job %s, attempt %d)", claim.task, claim.id,
@@ -2528,8 +2537,8 @@ class Scheduler:
         except (Exception, SystemExit):
             # A task calling sys.exit() has failed; it must not take the
             # request or the worker thread down with it.
-            logger.exception("task %s failed (job %s, attempt %d)", claim.task, claim.id,
-                             claim.attempt)
+            logger.exception("task %s failed (job %s, attempt %d)", claim.task,
+                             claim.id, claim.attempt)
             outcome, error = "failed", traceback.format_exc()
         except BaseException:
             # The process is being interrupted (KeyboardInterrupt): hand the
@@ -2567,7 +2576,8 @@ class Scheduler:
             due = scheduled = nxt.timestamp() if nxt is not None else None
             attempts = 0
         else:
-            status, due, scheduled, attempts = outcome, None, claim.scheduled, claim.attempt
+            status, due, attempts = outcome, None, claim.attempt
+            scheduled = claim.scheduled
         claim.unrecorded = (status, due, scheduled, attempts, outcome, result, error,
                             started, finished, self.owner, error_class, text)
         self._write_outcome(claim)
@@ -2819,7 +2829,8 @@ def _settings_problems(values, databases=None):
             ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
                   and math.isfinite(value) and value >= 0)
         if not ok:
-            problems.append((check_id, "%s must be %s, got %r" % (name, allowed, value)))
+            problems.append((check_id,
+                             "%s must be %s, got %r" % (name, allowed, value)))
     if not problems:
         interval = values["JITS_MIN_MINUTES"] * 60 + values["JITS_MIN_SECONDS"]
         if not math.isfinite(interval):
@@ -2854,7 +2865,8 @@ def _django_options():
     """Scheduler options from Django's settings; raise on invalid values."""
     from django.conf import settings
 
-    values = {name: getattr(settings, name, default) for name, default, _, _ in _SETTINGS}
+    values = {name: getattr(settings, name, default)
+              for name, default, _, _ in _SETTINGS}
     values["JITS_DATABASE"] = getattr(settings, "JITS_DATABASE", "default")
     problems = _settings_problems(values, settings.DATABASES)
     if problems:
@@ -3000,7 +3012,8 @@ def _django_checks(app_configs=None, **kwargs):
     from django.conf import settings
     from django.core.checks import Error
 
-    values = {name: getattr(settings, name, default) for name, default, _, _ in _SETTINGS}
+    values = {name: getattr(settings, name, default)
+              for name, default, _, _ in _SETTINGS}
     values["JITS_DATABASE"] = getattr(settings, "JITS_DATABASE", "default")
     return [Error(message, id=check_id) for check_id, message in
             _settings_problems(values, settings.DATABASES)]
