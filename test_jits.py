@@ -2625,9 +2625,11 @@ class MultiProcessMixin:
             slots = periodic.get(name, [])
             self.assertEqual(len(slots), len(set(slots)), "%s ran an occurrence twice"
                              % name)
-            # Workers poll every few ms, so most slots of the window run
-            # (a slot passed while the workers were busy is coalesced).
-            self.assertGreaterEqual(len(slots), (seconds - 2) / period / 2, name)
+            # Slots that pass while the workers are busy with older jobs are
+            # merged (due order), so on a loaded 2-core machine only a share
+            # of them runs; but the task must keep running through the window.
+            self.assertGreaterEqual(len(slots), max(2, (seconds - 2) / period / 4),
+                                    name)
             for a, b in zip(sorted(slots), sorted(slots)[1:]):
                 self.assertAlmostEqual((b - a) / period, round((b - a) / period), 6)
         history = store.runs()
