@@ -4,8 +4,8 @@ Each benchmark is a named function that prints its own table and returns
 the goals it checks; the command line runs the ones named (all by default)
 and ends with a summary of the goals::
 
-    python bench_jits.py                     # everything (about 8 minutes)
-    python bench_jits.py --quick             # smaller and shorter (under 2)
+    python bench_jits.py                     # everything (10-15 minutes)
+    python bench_jits.py --quick             # smaller and shorter (2-3)
     python bench_jits.py middleware poll     # only these
     python bench_jits.py --list              # the benchmarks and their goals
 
@@ -404,7 +404,7 @@ MIDDLEWARE_VARIANTS = (
 def bench_middleware(env):
     if env.django_problem:
         return [Goal("middleware", "added time per request", "n/a", "< 1 us", None)]
-    rounds, per_block = (100, 100) if env.quick else (400, 100)
+    rounds, per_block = (60, 100) if env.quick else (250, 100)
     db = env.sqlite_database(os.path.join(env.tmp, "middleware.sqlite3"))
     settings = dict(databases={"default": db}, jits={"JITS_MIN_MINUTES": 60})
     res = _run_middleware(env, rounds, per_block, settings)
@@ -826,7 +826,7 @@ _LINE = 9  # bytes per ledger line: b"%08d\n"
            "fastest against django-background-tasks, django-q2 (ORM) and huey "
            "(SQLite), on SQLite and PostgreSQL")
 def bench_throughput(env):
-    jobs, rounds, cap = (500, 1, 6.0) if env.quick else (10000, 2, 25.0)
+    jobs, rounds, cap = (500, 1, 6.0) if env.quick else (10000, 2, 15.0)
     apps = ["jits.app"] + [m for k, m in _PEER_MODULES.items()
                            if k != "huey" and not _missing(m)]
     results = {}
@@ -1103,7 +1103,7 @@ LATENCY_JOBS_PER_SECOND = 10.0
 def bench_latency(env):
     if env.django_problem:
         return [Goal("latency", "due to start", "n/a", "reported", None)]
-    seconds = 10.0 if env.quick else 30.0
+    seconds = 10.0 if env.quick else 20.0
     configs = LATENCY_CONFIGS[1:] if env.quick else LATENCY_CONFIGS
     rows, goals, raw = [], [], {}
     for i, (label, jits_settings) in enumerate(configs):
@@ -1247,7 +1247,7 @@ def main(argv=None):
                         help="benchmarks to run (default: all): %s"
                         % ", ".join(BENCHMARKS))
     parser.add_argument("--quick", action="store_true",
-                        help="smaller loads and fewer rounds (under 2 minutes)")
+                        help="smaller loads and fewer rounds (2-3 minutes)")
     parser.add_argument("--list", action="store_true",
                         help="list the benchmarks and their goals")
     parser.add_argument("--json", metavar="FILE", help="also write raw figures here")
