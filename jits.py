@@ -2973,7 +2973,11 @@ class JitsMiddleware:
     def __call__(self, request):
         if self._async:
             return self.__acall__(request)
-        self.process_request(request)
+        # Between polls a request costs one clock read and one comparison,
+        # inlined here because every request pays for each extra call.
+        scheduler = _default
+        if scheduler is None or scheduler._clock() >= scheduler._next_poll:
+            self.process_request(request)
         return self.get_response(request)
 
     async def __acall__(self, request):
