@@ -1306,7 +1306,7 @@ _SQL_ANY_DUE = "SELECT 1 FROM jits_job WHERE due <= %s AND {names}{queues} LIMIT
 _SQL_DUE = (
     "SELECT id, task, schedule, args, scheduled, claim, attempts FROM jits_job "
     "WHERE due <= %s AND {names}{queues}{only} "
-    "ORDER BY priority DESC, due LIMIT %s{lock}"
+    "ORDER BY {order} LIMIT %s{lock}"
 )
 # The claim is a compare-and-set: it succeeds only if nobody claimed the
 # row since it was read and it is still due, so it stays exactly-once even
@@ -1593,14 +1593,18 @@ class _SQLStore:
                 job_id, name, None, queue_name, priority, args_json, due, due, now))
 
     def claim(self, names, now, limit, owner, leases, queues=None, only=None,
-              probe=True, prefix=None):
+              probe=True, prefix=None, by_priority=True):
         """Atomically claim up to *limit* due rows of the tasks in *names*
         (and, with *prefix*, of every task whose name starts with it).
 
         *leases* maps a task name to its lease in seconds.  Returns a list
         of Claim.  Rows another worker took first are skipped, not waited on.
         ``probe=False`` skips the read-only look for due rows, for callers
-        that just claimed a full batch and so expect more.
+        that just claimed a full batch and so expect more.  Rows are taken
+        by priority, then due time; ``by_priority=False`` (all candidates
+        share one priority) takes them by due time alone, which the due
+        index yields in order, so a claim reads only the rows it takes
+        instead of sorting the whole backlog.
         """
         if not (names or prefix) or limit <= 0:
             return []
@@ -1628,8 +1632,9 @@ class _SQLStore:
                 cur.execute(self._sql(sql), params)
                 if cur.fetchone() is None:
                     return []
+        order = "priority DESC, due" if by_priority else "due"
         select = _SQL_DUE.format(names=marks, queues=queue_sql, only=only_sql,
-                                 lock=self._lock_clause())
+                                 order=order, lock=self._lock_clause())
         update = self._sql(_SQL_CLAIM)
         claims = []
         with self._use(write=True) as cur:
@@ -2163,6 +2168,7 @@ class Scheduler:
         self._warned_unknown = set()
         self._synced_version = None
         self._next_resync = -math.inf
+        self._by_priority = True
         self._names = frozenset()
         self._leases = {}
         self._backlog = False
@@ -2354,7 +2360,8 @@ class Scheduler:
             with self._lock_wait():
                 claims = self.store.claim(names, self._now(), 1, self.owner,
                                           self._leases, self.queues, probe=not started,
-                                          prefix=self._prefix())
+                                          prefix=self._prefix(),
+                                          by_priority=self._by_priority)
             if not claims:
                 break
             self._execute(claims[0])
@@ -2370,7 +2377,8 @@ class Scheduler:
                 break
             claims = self.store.claim(names, self._now(), free, self.owner,
                                       self._leases, self.queues,
-                                      probe=not self._backlog, prefix=self._prefix())
+                                      probe=not self._backlog, prefix=self._prefix(),
+                                      by_priority=self._by_priority)
             for claim in claims:
                 if not self._track(claim):
                     continue
@@ -2421,6 +2429,8 @@ class Scheduler:
             self.store.ensure_schema()
         self._names = frozenset(t.name for t in tasks)
         self._leases = {t.name: t.lease for t in tasks}
+        # Django's tasks carry a priority per job; jits tasks one per task.
+        self._by_priority = self.django_tasks or len({t.priority for t in tasks}) > 1
         self._synced_version = (version[0], self.store.generation)
         self._next_resync = now + RESYNC_INTERVAL
         return self._names

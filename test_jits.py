@@ -1718,6 +1718,12 @@ class StoreContract:
         claims = _claim_row(self.store, limit=2)
         self.assertEqual([c.id for c in claims], ["high-late", "low-early"])
 
+    def test_one_priority_claims_in_due_order(self):
+        self.add("late", due=40, priority=9)
+        self.add("early", due=10, priority=0)
+        claims = _claim_row(self.store, limit=1, by_priority=False)
+        self.assertEqual([c.id for c in claims], ["early"])
+
     def test_queue_and_only_filters(self):
         self.add("mail", queue="mail")
         self.add("plain")
@@ -1866,6 +1872,17 @@ class FileStoreTests(StoreContract, unittest.TestCase):
             self.assertEqual(app({}, None), [b"ok"])
         self.assertLess(time.monotonic() - t0, 3 * 2.0)
         other.execute("ROLLBACK")
+
+    def test_claim_in_due_order_reads_the_index_in_order(self):
+        """Draining a backlog must not sort every due row for each claim."""
+        sql = jits._SQL_DUE.format(names="task IN (?)", queues="", only="",
+                                   order="due", lock="")
+        with self.store._transaction(write=False) as cur:
+            cur.execute("EXPLAIN QUERY PLAN " + sql.replace("%s", "?"),
+                        (100.0, "t.a", 1))
+            plan = " ".join(str(row[-1]) for row in cur.fetchall())
+        self.assertIn("(due<?)", plan)  # an index led by due
+        self.assertNotIn("TEMP B-TREE", plan)
 
     def test_deleted_file_is_recreated_with_a_warning(self):
         self.add("j1")
