@@ -1425,6 +1425,17 @@ class _SQLStore:
         finally:
             self._waits.seconds = old
 
+    def _take_write_lock(self, cur, statement):
+        """Run *statement*, which takes SQLite's write lock, waiting no longer
+        than this thread's lock_wait() when one is set."""
+        wait = getattr(self._waits, "seconds", None)
+        old = self._busy_timeout(cur, wait) if wait is not None else None
+        try:
+            cur.execute(statement)
+        finally:
+            if old is not None:
+                self._busy_timeout(cur, old)
+
     def _busy_timeout(self, cur, seconds):
         """Set SQLite's busy timeout on *cur*'s connection; return the old one."""
         cur.execute("PRAGMA busy_timeout")
@@ -1842,16 +1853,10 @@ class SQLiteStore(_SQLStore):
             if not write:
                 yield cur
                 return
-            wait = getattr(self._waits, "seconds", None)
-            old = self._busy_timeout(cur, wait) if wait is not None else None
-            try:
-                # IMMEDIATE takes the write lock at BEGIN, waiting up to the
-                # busy timeout; a deferred transaction that later upgrades
-                # fails at once with "database is locked" instead.
-                cur.execute("BEGIN IMMEDIATE")
-            finally:
-                if old is not None:
-                    self._busy_timeout(cur, old)
+            # IMMEDIATE takes the write lock at BEGIN, waiting up to the busy
+            # timeout; a deferred transaction that later upgrades fails at
+            # once with "database is locked" instead.
+            self._take_write_lock(cur, "BEGIN IMMEDIATE")
             try:
                 yield cur
             except BaseException:
@@ -1962,13 +1967,8 @@ class DjangoStore(_SQLStore):
                     # Django opens SQLite transactions as deferred; a write
                     # that matches nothing takes the write lock now, with the
                     # busy timeout, rather than failing at a later upgrade.
-                    wait = getattr(self._waits, "seconds", None)
-                    old = self._busy_timeout(cur, wait) if wait is not None else None
-                    try:
-                        cur.execute("UPDATE jits_job SET claim = claim WHERE 1 = 0")
-                    finally:
-                        if old is not None:
-                            self._busy_timeout(cur, old)
+                    self._take_write_lock(
+                        cur, "UPDATE jits_job SET claim = claim WHERE 1 = 0")
                 yield cur
 
     def _after_fork(self):
