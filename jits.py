@@ -2386,8 +2386,7 @@ class Scheduler:
                     self._pool.submit(claim)
                     started += 1
                 except RuntimeError:  # shutting down: let another process run it
-                    self._untrack(claim)
-                    self._give_back(claim)
+                    self._hand_back(claim)
             if len(claims) < free:
                 self._backlog = False
                 break
@@ -2541,8 +2540,7 @@ class Scheduler:
             result = _dump_result(value)
             outcome = "succeeded"
         except _Terminated:
-            self._untrack(claim)
-            self._give_back(claim)
+            self._hand_back(claim)
             raise
         except (Exception, SystemExit):
             # A task calling sys.exit() has failed; it must not take the
@@ -2553,8 +2551,7 @@ class Scheduler:
         except BaseException:
             # The process is being interrupted (KeyboardInterrupt): hand the
             # row back so another process runs it.
-            self._untrack(claim)
-            self._give_back(claim)
+            self._hand_back(claim)
             raise
         finished = self._now()
         self._untrack(claim)
@@ -2620,6 +2617,11 @@ class Scheduler:
             logger.warning("job %s (%s) lost its claim before it finished; another "
                            "worker may have run it again", claim.id, claim.task)
         return True
+
+    def _hand_back(self, claim):
+        """Stop holding a claim this process will not run, and give it back."""
+        self._untrack(claim)
+        self._give_back(claim)
 
     def _give_back(self, claim):
         try:
@@ -3453,8 +3455,7 @@ def _execute_django_task(scheduler, claim):
         value = normalize_json(value)
         encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except _Terminated:
-        scheduler._untrack(claim)
-        scheduler._give_back(claim)
+        scheduler._hand_back(claim)
         raise
     except (Exception, SystemExit) as exc:  # sys.exit() in a task is a failure
         finished = scheduler._now()
@@ -3471,8 +3472,7 @@ def _execute_django_task(scheduler, claim):
         finish(TaskResultStatus.READY if retry else TaskResultStatus.FAILED, finished)
         return
     except BaseException:
-        scheduler._untrack(claim)
-        scheduler._give_back(claim)
+        scheduler._hand_back(claim)
         raise
     finished = scheduler._now()
     scheduler._untrack(claim)
